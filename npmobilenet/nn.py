@@ -1,0 +1,511 @@
+"""Layers as objects: ``Parameter``, ``Module``, ``Sequential`` and the layers MobileNetV2 needs.
+
+Names and constructor arguments follow ``torch.nn``, so a reader can hold the two side by side.
+A layer is thin: it holds its parameters, calls a forward/backward pair from
+:mod:`npmobilenet.functional`, and keeps the pair's cache between ``forward`` and ``backward``::
+
+    layer = Conv2d(3, 8, kernel_size=3, padding=1)
+    out = layer(x)                 # forward; keeps the cache (unless inside no_grad())
+    dx = layer.backward(dout)      # returns dL/dx and *adds* dL/dweight into layer.weight.grad
+
+Gradients accumulate across backward passes, as in PyTorch: call ``zero_grad()`` between steps.
+A backward pass may be repeated on the same cache (PyTorch's ``retain_graph=True``).
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from . import functional as F
+from ._checks import pair
+from .errors import BackwardError, ShapeError, WeightsError
+from .grad_mode import is_grad_enabled
+
+__all__ = [
+    "Parameter", "Module", "Sequential",
+    "Conv2d", "BatchNorm2d", "ReLU", "ReLU6", "Dropout", "Linear", "GlobalAvgPool2d",
+    "CrossEntropyLoss",
+]
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class Parameter:
+    """A learnable array: ``.data`` holds the values, ``.grad`` the accumulated gradient (same shape and dtype)."""
+
+    def __init__(self, data):
+        data = np.asarray(data)
+        if data.dtype.kind != "f":
+            raise ShapeError(f"Parameter: expected a floating-point array, got dtype {data.dtype}")
+        self.data = data
+        self.grad = np.zeros_like(data)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def __repr__(self):
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class of every layer and of the network.
+
+    A module finds its parts by looking at its own attributes, in the order they were set:
+    attributes holding a :class:`Parameter` are its parameters, attributes holding a
+    :class:`Module` are its children, and arrays named with :meth:`register_buffer` are its
+    buffers (state that is saved but not learned, such as batch norm's running statistics).
+    Names join with dots down the tree, as PyTorch's do: ``features.0.1.running_mean``.
+    """
+
+    def __init__(self):
+        self.training = True
+        self._buffer_names = []
+        self._cache = None
+
+    # --- running the module -------------------------------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def backward(self, dout):
+        raise NotImplementedError(f"{type(self).__name__} does not define backward()")
+
+    def _save_for_backward(self, cache):
+        """Keep ``cache`` for backward, unless inside ``no_grad()``, where nothing is kept."""
+        self._cache = cache if is_grad_enabled() else None
+
+    def _saved_cache(self):
+        """The cache of the last forward; a clear error if there is none."""
+        if self._cache is None:
+            raise BackwardError(
+                f"{type(self).__name__}.backward() needs the cache of a forward() pass, and "
+                f"there is none: call forward() first, outside no_grad()"
+            )
+        return self._cache
+
+    # --- the tree ----------------------------------------------------------------------
+
+    def named_children(self):
+        """``(name, module)`` for each direct child, in the order they were set."""
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+
+    def children(self):
+        for _, child in self.named_children():
+            yield child
+
+    def named_modules(self, prefix=""):
+        """``(dotted name, module)`` for this module (name ``""``) and every descendant, parents first."""
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(prefix + name if not prefix else f"{prefix}.{name}")
+
+    def modules(self):
+        for _, module in self.named_modules():
+            yield module
+
+    def _own_parameters(self):
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield name, value
+
+    def named_parameters(self):
+        """``(dotted name, Parameter)`` for every parameter of the tree, named as PyTorch names them."""
+        for module_name, module in self.named_modules():
+            for name, parameter in module._own_parameters():
+                yield _join(module_name, name), parameter
+
+    def parameters(self):
+        for _, parameter in self.named_parameters():
+            yield parameter
+
+    def register_buffer(self, name, array):
+        """Store ``array`` as attribute ``name`` and save it in the state dict (not learned)."""
+        setattr(self, name, np.asarray(array))
+        if name not in self._buffer_names:
+            self._buffer_names.append(name)
+
+    def named_buffers(self):
+        """``(dotted name, array)`` for every buffer of the tree."""
+        for module_name, module in self.named_modules():
+            for name in module._buffer_names:
+                yield _join(module_name, name), getattr(module, name)
+
+    def buffers(self):
+        for _, buffer in self.named_buffers():
+            yield buffer
+
+    # --- modes, gradients, dtype ------------------------------------------------------------
+
+    def train(self, mode=True):
+        """Training mode (batch statistics, dropout on) for this module and all below; returns self."""
+        for module in self.modules():
+            module.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode (running statistics, dropout off); returns self."""
+        return self.train(False)
+
+    def zero_grad(self):
+        """Set every parameter's ``.grad`` to zeros."""
+        for parameter in self.parameters():
+            parameter.grad[...] = 0
+
+    def astype(self, dtype):
+        """Convert every parameter, gradient and floating-point buffer to ``dtype``; returns self.
+
+        Integer buffers (``num_batches_tracked``) keep their dtype. Caches are dropped, since
+        they hold arrays of the old dtype: run forward again before backward.
+        """
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise ShapeError(f"astype: expected a floating-point dtype (float32 or float64), got {dtype}")
+        for module in self.modules():
+            for _, parameter in module._own_parameters():
+                parameter.data = parameter.data.astype(dtype)
+                parameter.grad = parameter.grad.astype(dtype)
+            for name in module._buffer_names:
+                buffer = getattr(module, name)
+                if buffer.dtype.kind == "f":
+                    setattr(module, name, buffer.astype(dtype))
+            module._cache = None
+        return self
+
+    # --- saving and loading ---------------------------------------------------------------
+
+    def _named_state(self):
+        """``(dotted name, array)`` in PyTorch's state-dict order: per module, parameters, then buffers."""
+        for module_name, module in self.named_modules():
+            for name, parameter in module._own_parameters():
+                yield _join(module_name, name), parameter.data
+            for name in module._buffer_names:
+                yield _join(module_name, name), getattr(module, name)
+
+    def state_dict(self):
+        """``{name: array}`` of every parameter and buffer, with PyTorch's names; copies, not views."""
+        return {name: array.copy() for name, array in self._named_state()}
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy the arrays of ``state_dict`` into this module's parameters and buffers.
+
+        Values are cast to the dtype the module already has. With ``strict=True`` (the default)
+        the keys must match exactly; any missing or unexpected key raises
+        :class:`~npmobilenet.errors.WeightsError` naming every one of them. A shape mismatch
+        raises in either mode. Everything is checked before anything is written, so a failed
+        load leaves the module as it was. Returns ``(missing_keys, unexpected_keys)``.
+        """
+        own = dict(self._named_state())
+        given = {name: np.asarray(value) for name, value in state_dict.items()}
+        missing = [name for name in own if name not in given]
+        unexpected = [name for name in given if name not in own]
+        mismatched = [
+            f"{name}: expected shape {own[name].shape}, found {given[name].shape}"
+            for name in own
+            if name in given and given[name].shape != own[name].shape
+        ]
+        not_numbers = [name for name in own if name in given and given[name].dtype.kind not in "biuf"]
+        problems = []
+        if strict and missing:
+            problems.append("missing keys: " + ", ".join(missing))
+        if strict and unexpected:
+            problems.append("unexpected keys: " + ", ".join(unexpected))
+        if mismatched:
+            problems.append("shape mismatches: " + "; ".join(mismatched))
+        if not_numbers:
+            problems.append("not numeric arrays: " + ", ".join(not_numbers))
+        if problems:
+            raise WeightsError(
+                f"load_state_dict: the state dict does not fit {type(self).__name__}: "
+                + " | ".join(problems)
+            )
+        for name, target in own.items():
+            if name in given:
+                target[...] = given[name]
+        return IncompatibleKeys(missing, unexpected)
+
+    # --- printing ---------------------------------------------------------------------------
+
+    def extra_repr(self):
+        """The text between the parentheses of this module's one-line description."""
+        return ""
+
+    def __repr__(self):
+        children = list(self.named_children())
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, child in children:
+            child_text = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child_text}")
+        return "\n".join(lines) + "\n)"
+
+
+def _join(prefix, name):
+    return f"{prefix}.{name}" if prefix else name
+
+
+class Sequential(Module):
+    """Modules run one after another; ``backward`` runs them in reverse. Children are named ``"0"``, ``"1"``, ..."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        for index, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: expected Module instances, got {type(layer).__name__} at index {index}")
+            setattr(self, str(index), layer)
+
+    def __len__(self):
+        return sum(1 for _ in self.children())
+
+    def __iter__(self):
+        return self.children()
+
+    def __getitem__(self, index):
+        return list(self.children())[index]
+
+    def forward(self, x):
+        for layer in self:
+            x = layer(x)
+        return x
+
+    def backward(self, dout):
+        for layer in reversed(list(self)):
+            dout = layer.backward(dout)
+        return dout
+
+
+def _uniform(rng, bound, shape, dtype):
+    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+class Conv2d(Module):
+    """2-D convolution over NCHW input, PyTorch's ``nn.Conv2d``.
+
+    ``groups=1`` is a dense convolution (:func:`~npmobilenet.functional.conv2d_forward`, im2col);
+    ``groups = in_channels = out_channels`` is a depthwise convolution
+    (:func:`~npmobilenet.functional.depthwise_conv2d_forward`, shifted multiply-adds). Those are
+    the two kinds MobileNetV2 uses; other group counts raise ``ValueError``.
+
+    The weight has shape ``(out_channels, in_channels // groups, kH, kW)``. Weight and bias start
+    as PyTorch's do: uniform in ``(-1/sqrt(fan_in), 1/sqrt(fan_in))``, with
+    ``fan_in = in_channels // groups * kH * kW``; ``seed`` (an int or a ``numpy.random.Generator``)
+    makes that reproducible.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1,
+                 bias=True, seed=None, dtype=np.float32):
+        super().__init__()
+        if groups != 1 and not (groups == in_channels == out_channels):
+            raise ValueError(
+                f"Conv2d: expected groups=1 (dense) or groups=in_channels=out_channels "
+                f"(depthwise), got groups={groups} with {in_channels} in and {out_channels} out channels"
+            )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride, self.padding = pair(stride, "stride"), pair(padding, "padding")
+        self.groups = groups
+        rng = np.random.default_rng(seed)
+        fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
+        bound = 1.0 / np.sqrt(fan_in)
+        weight_shape = (out_channels, in_channels // groups, *self.kernel_size)
+        self.weight = Parameter(_uniform(rng, bound, weight_shape, dtype))
+        self.bias = Parameter(_uniform(rng, bound, (out_channels,), dtype)) if bias else None
+
+    @property
+    def is_depthwise(self):
+        return self.groups > 1
+
+    def forward(self, x):
+        pair_forward = F.depthwise_conv2d_forward if self.is_depthwise else F.conv2d_forward
+        bias = None if self.bias is None else self.bias.data
+        out, cache = pair_forward(x, self.weight.data, bias, self.stride, self.padding)
+        self._save_for_backward(cache)
+        return out
+
+    def backward(self, dout):
+        pair_backward = F.depthwise_conv2d_backward if self.is_depthwise else F.conv2d_backward
+        dx, dw, db = pair_backward(dout, self._saved_cache())
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx
+
+    def extra_repr(self):
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
+
+
+class BatchNorm2d(Module):
+    """Batch normalisation over the channels of NCHW input, PyTorch's ``nn.BatchNorm2d``.
+
+    Parameters ``weight`` (gamma, ones) and ``bias`` (beta, zeros); buffers ``running_mean``
+    (zeros), ``running_var`` (ones) and ``num_batches_tracked`` (an int64 count). In training
+    mode it normalises with the batch's statistics and updates the running ones
+    (``momentum`` is the weight of the new value; ``momentum=None`` gives the cumulative
+    average, as in PyTorch); in eval mode it normalises with the running statistics.
+    See :func:`~npmobilenet.functional.batchnorm2d_forward` for the math.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = Parameter(np.ones(num_features, dtype=dtype))
+        self.bias = Parameter(np.zeros(num_features, dtype=dtype))
+        self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
+        self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
+        self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+
+    def forward(self, x):
+        momentum = self.momentum
+        if self.training:
+            self.num_batches_tracked += 1
+            if momentum is None:  # cumulative moving average: the n-th batch has weight 1/n
+                momentum = 1.0 / float(self.num_batches_tracked)
+        out, cache = F.batchnorm2d_forward(
+            x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
+            self.training, momentum, self.eps,
+        )
+        self._save_for_backward(cache)
+        return out
+
+    def backward(self, dout):
+        dx, dgamma, dbeta = F.batchnorm2d_backward(dout, self._saved_cache())
+        self.weight.grad += dgamma
+        self.bias.grad += dbeta
+        return dx
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class _Activation(Module):
+    """An elementwise activation: a forward pair and a backward pair, nothing to learn."""
+
+    def forward(self, x):
+        out, cache = self.forward_pair(x)
+        self._save_for_backward(cache)
+        return out
+
+    def backward(self, dout):
+        return self.backward_pair(dout, self._saved_cache())
+
+
+class ReLU(_Activation):
+    """``max(x, 0)``, PyTorch's ``nn.ReLU``."""
+
+    forward_pair = staticmethod(F.relu_forward)
+    backward_pair = staticmethod(F.relu_backward)
+
+
+class ReLU6(_Activation):
+    """``min(max(x, 0), 6)``, PyTorch's ``nn.ReLU6``: the activation of MobileNetV2."""
+
+    forward_pair = staticmethod(F.relu6_forward)
+    backward_pair = staticmethod(F.relu6_backward)
+
+
+class Dropout(Module):
+    """Inverted dropout, PyTorch's ``nn.Dropout``: ``p`` is the probability of dropping a value.
+
+    The masks come from a ``numpy.random.Generator`` made from ``seed`` (an int, a Generator,
+    or None for an unseeded one): the same seed gives the same sequence of masks. Eval mode is
+    the identity.
+    """
+
+    def __init__(self, p=0.5, seed=None):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: expected a probability p between 0 and 1, got {p}")
+        self.p = p
+        self.rng = np.random.default_rng(seed)
+
+    def forward(self, x):
+        out, cache = F.dropout_forward(x, self.p, self.training, self.rng)
+        self._save_for_backward((cache,))  # wrapped: a None mask (eval mode) is still a cache
+        return out
+
+    def backward(self, dout):
+        (mask,) = self._saved_cache()
+        return F.dropout_backward(dout, mask)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Linear(Module):
+    """Fully connected layer, PyTorch's ``nn.Linear``: ``out = x @ weight.T + bias``.
+
+    ``weight`` is ``(out_features, in_features)``; both start uniform in
+    ``(-1/sqrt(in_features), 1/sqrt(in_features))`` as in PyTorch; ``seed`` makes that reproducible.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, seed=None, dtype=np.float32):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(in_features)
+        self.weight = Parameter(_uniform(rng, bound, (out_features, in_features), dtype))
+        self.bias = Parameter(_uniform(rng, bound, (out_features,), dtype)) if bias else None
+
+    def forward(self, x):
+        bias = None if self.bias is None else self.bias.data
+        out, cache = F.linear_forward(x, self.weight.data, bias)
+        self._save_for_backward(cache)
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = F.linear_backward(dout, self._saved_cache())
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class GlobalAvgPool2d(Module):
+    """``(N, C, H, W) -> (N, C)``: the mean over each channel's pixels.
+
+    PyTorch has no layer of this name: it is ``nn.AdaptiveAvgPool2d(1)`` followed by
+    ``nn.Flatten()``, which is what torchvision's MobileNetV2 does before its classifier.
+    """
+
+    def forward(self, x):
+        out, cache = F.global_avg_pool_forward(x)
+        self._save_for_backward(cache)
+        return out
+
+    def backward(self, dout):
+        return F.global_avg_pool_backward(dout, self._saved_cache())
+
+
+class CrossEntropyLoss(Module):
+    """Softmax cross-entropy averaged over the batch, PyTorch's ``nn.CrossEntropyLoss()``.
+
+    ``loss = criterion(logits, targets)``, then ``dlogits = criterion.backward()`` (the upstream
+    gradient of a loss defaults to 1).
+    """
+
+    def forward(self, logits, targets):
+        loss, cache = F.softmax_cross_entropy_forward(logits, targets)
+        self._save_for_backward(cache)
+        return loss
+
+    def backward(self, dout=1.0):
+        return F.softmax_cross_entropy_backward(dout, self._saved_cache())

@@ -1,0 +1,49 @@
+"""Fixtures and the switches for optional test dependencies.
+
+Tests that need torch (or torchvision) ask for the ``torch`` fixture; tests that need the data in
+``../shared`` ask for ``shared_dir``. Without them the test is skipped with a reason. With
+``NPMOBILENET_STRICT_TESTS=1`` (CI sets it) every skip becomes a failure, so a CI run can never
+pass by skipping.
+"""
+
+import importlib
+import os
+from pathlib import Path
+
+import pytest
+
+STRICT = os.environ.get("NPMOBILENET_STRICT_TESTS") == "1"
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+
+
+def require_module(name):
+    """Import ``name``, or skip the test (fail it under the strict switch) when it is missing."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        pytest.skip(f"{name} is not installed ({error}); install the test dependencies: pip install -e '.[dev]'")
+
+
+@pytest.fixture(scope="session")
+def torch():
+    torch = require_module("torch")
+    torch.set_num_threads(os.cpu_count() or 1)
+    return torch
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"the shared data folder {SHARED_DIR} is missing (it sits beside the project)")
+    return SHARED_DIR
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under NPMOBILENET_STRICT_TESTS=1, report every skipped test as failed, with the skip reason."""
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and NPMOBILENET_STRICT_TESTS=1 forbids skips: {reason}"
