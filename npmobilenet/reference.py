@@ -62,40 +62,22 @@ def conv2d_backward(dout, cache):
 
 
 def depthwise_conv2d_forward(x, w, b=None, stride=1, padding=0):
-    """``out[n, c, i, j] = b[c] + sum_{p, q} w[c, 0, p, q] * xp[n, c, i*sh + p, j*sw + q]``, by loops."""
-    (sh, sw), padding = pair(stride), pair(padding)
-    xp = _pad(x, padding)
-    n_images, channels, height, width = x.shape
-    kh, kw = w.shape[2:]
-    out_h = conv_output_size(height, kh, sh, padding[0])
-    out_w = conv_output_size(width, kw, sw, padding[1])
-    out = np.zeros((n_images, channels, out_h, out_w), dtype=x.dtype)
-    for n in range(n_images):
-        for c in range(channels):
-            for i in range(out_h):
-                for j in range(out_w):
-                    window = xp[n, c, i * sh : i * sh + kh, j * sw : j * sw + kw]
-                    out[n, c, i, j] = np.sum(window * w[c, 0])
-                    if b is not None:
-                        out[n, c, i, j] += b[c]
-    return out, (x, w, b is not None, (sh, sw), padding)
+    """A depthwise convolution is ``C`` separate convolutions of one channel each, so: loop over channels.
+
+    ``out[n, c, i, j] = b[c] + sum_{p, q} w[c, 0, p, q] * xp[n, c, i*sh + p, j*sw + q]``
+    """
+    outs, caches = [], []
+    for c in range(x.shape[1]):
+        bias = None if b is None else b[c : c + 1]
+        out, cache = conv2d_forward(x[:, c : c + 1], w[c : c + 1], bias, stride, padding)
+        outs.append(out)
+        caches.append(cache)
+    return np.concatenate(outs, axis=1), caches
 
 
 def depthwise_conv2d_backward(dout, cache):
-    """As :func:`conv2d_backward`, with each channel on its own."""
-    x, w, has_bias, (sh, sw), padding = cache
-    xp = _pad(x, padding)
-    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
-    db = np.zeros(w.shape[0], dtype=w.dtype) if has_bias else None
-    n_images, channels, out_h, out_w = dout.shape
-    kh, kw = w.shape[2:]
-    for n in range(n_images):
-        for c in range(channels):
-            for i in range(out_h):
-                for j in range(out_w):
-                    rows, cols = slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw)
-                    dxp[n, c, rows, cols] += w[c, 0] * dout[n, c, i, j]
-                    dw[c, 0] += xp[n, c, rows, cols] * dout[n, c, i, j]
-                    if has_bias:
-                        db[c] += dout[n, c, i, j]
-    return _unpad(dxp, padding), dw, db
+    """Channel by channel, the backward pass of :func:`conv2d_backward`."""
+    grads = [conv2d_backward(dout[:, c : c + 1], channel_cache) for c, channel_cache in enumerate(cache)]
+    dx, dw, db = zip(*grads)
+    db = None if db[0] is None else np.concatenate(db)
+    return np.concatenate(dx, axis=1), np.concatenate(dw), db

@@ -43,41 +43,35 @@ def conv_cases(draw, depthwise=False):
     return x, weight, bias, stride, padding
 
 
-def torch_conv(torch, stride, padding, groups=1):
-    return lambda x, w, b: torch.nn.functional.conv2d(x, w, b, stride, padding, groups=groups)
+PAIRS = {
+    "conv2d": (F.conv2d_forward, F.conv2d_backward, reference.conv2d_forward, reference.conv2d_backward),
+    "depthwise": (
+        F.depthwise_conv2d_forward, F.depthwise_conv2d_backward,
+        reference.depthwise_conv2d_forward, reference.depthwise_conv2d_backward,
+    ),
+}
 
 
-# --- conv2d ----------------------------------------------------------------------------------
+# --- conv2d and depthwise conv2d ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kind", ["conv2d", "depthwise"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
-@given(case=conv_cases())
-def test_conv2d_matches_torch(torch, dtype, case):
-    x, w, b, stride, padding = case
+@given(data=st.data())
+def test_convolution_matches_torch(torch, dtype, kind, data):
+    """Output and the gradients of input, weight and bias, against F.conv2d (groups=C for depthwise)."""
+    forward, backward = PAIRS[kind][:2]
+    x, w, b, stride, padding = data.draw(conv_cases(depthwise=kind == "depthwise"))
+    groups = x.shape[1] if kind == "depthwise" else 1
     compare_with_torch(
         torch,
-        lambda x, w, b: F.conv2d_forward(x, w, b, stride, padding),
-        F.conv2d_backward,
-        torch_conv(torch, stride, padding),
+        lambda x, w, b: forward(x, w, b, stride, padding),
+        backward,
+        lambda x, w, b: torch.nn.functional.conv2d(x, w, b, stride, padding, groups=groups),
         [x, w, b],
         dtype,
     )
-
-
-@SETTINGS
-@given(case=conv_cases())
-def test_conv2d_matches_loop_reference(case):
-    x, w, b, stride, padding = case
-    out, cache = F.conv2d_forward(x, w, b, stride, padding)
-    ref_out, ref_cache = reference.conv2d_forward(x, w, b, stride, padding)
-    np.testing.assert_allclose(out, ref_out, rtol=1e-12, atol=1e-12)
-    dout = np.random.default_rng(1).standard_normal(out.shape)
-    for grad, ref_grad in zip(F.conv2d_backward(dout, cache), reference.conv2d_backward(dout, ref_cache)):
-        if ref_grad is None:
-            assert grad is None
-        else:
-            np.testing.assert_allclose(grad, ref_grad, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("stride, padding, bias", [(1, 1, True), (2, 1, False), (2, 0, True), (1, 0, False)])
@@ -99,41 +93,6 @@ def test_conv2d_one_by_one_is_a_matrix_product():
     np.testing.assert_allclose(out, np.einsum("fc,nchw->nfhw", w[:, :, 0, 0], x), rtol=1e-12)
 
 
-# --- depthwise conv2d -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@SETTINGS
-@given(case=conv_cases(depthwise=True))
-def test_depthwise_matches_torch(torch, dtype, case):
-    x, w, b, stride, padding = case
-    compare_with_torch(
-        torch,
-        lambda x, w, b: F.depthwise_conv2d_forward(x, w, b, stride, padding),
-        F.depthwise_conv2d_backward,
-        torch_conv(torch, stride, padding, groups=x.shape[1]),
-        [x, w, b],
-        dtype,
-    )
-
-
-@SETTINGS
-@given(case=conv_cases(depthwise=True))
-def test_depthwise_matches_loop_reference(case):
-    x, w, b, stride, padding = case
-    out, cache = F.depthwise_conv2d_forward(x, w, b, stride, padding)
-    ref_out, ref_cache = reference.depthwise_conv2d_forward(x, w, b, stride, padding)
-    np.testing.assert_allclose(out, ref_out, rtol=1e-12, atol=1e-12)
-    dout = np.random.default_rng(1).standard_normal(out.shape)
-    grads = F.depthwise_conv2d_backward(dout, cache)
-    ref_grads = reference.depthwise_conv2d_backward(dout, ref_cache)
-    for grad, ref_grad in zip(grads, ref_grads):
-        if ref_grad is None:
-            assert grad is None
-        else:
-            np.testing.assert_allclose(grad, ref_grad, rtol=1e-12, atol=1e-12)
-
-
 @pytest.mark.parametrize("stride, padding, kernel", [(1, 1, 3), (2, 1, 3), (2, 2, 5), (1, 0, 1)])
 def test_depthwise_finite_differences(stride, padding, kernel):
     rng = np.random.default_rng(4)
@@ -142,6 +101,24 @@ def test_depthwise_finite_differences(stride, padding, kernel):
         F.depthwise_conv2d_backward,
         [rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((3, 1, kernel, kernel)), rng.standard_normal(3)],
     )
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+@SETTINGS
+@given(data=st.data())
+def test_vectorised_matches_loop_reference(kind, data):
+    """The vectorised pair and the naive loops agree, forward and every gradient, in float64."""
+    forward, backward, loop_forward, loop_backward = PAIRS[kind]
+    x, w, b, stride, padding = data.draw(conv_cases(depthwise=kind == "depthwise"))
+    out, cache = forward(x, w, b, stride, padding)
+    loop_out, loop_cache = loop_forward(x, w, b, stride, padding)
+    np.testing.assert_allclose(out, loop_out, rtol=1e-12, atol=1e-12)
+    dout = upstream_gradient(out.shape, seed=1)
+    for grad, loop_grad in zip(backward(dout, cache), loop_backward(dout, loop_cache)):
+        if loop_grad is None:
+            assert grad is None
+        else:
+            np.testing.assert_allclose(grad, loop_grad, rtol=1e-12, atol=1e-12)
 
 
 def test_loop_reference_agrees_with_torch(torch):
