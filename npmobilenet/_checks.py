@@ -9,15 +9,18 @@ import numpy as np
 
 from .errors import ShapeError
 
+# The dtypes every op computes in: float32 by default, float64 for gradient checks.
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
 
 def check_float_array(name, x, op, ndim=None):
-    """Check that ``x`` is a floating-point ``numpy.ndarray`` (with ``ndim`` dimensions)."""
+    """Check that ``x`` is a float32 or float64 ``numpy.ndarray`` (with ``ndim`` dimensions)."""
     if not isinstance(x, np.ndarray):
         raise ShapeError(f"{op}: expected {name} to be a numpy.ndarray, got {type(x).__name__}")
-    if x.dtype.kind != "f":
+    if x.dtype not in FLOAT_DTYPES:
         raise ShapeError(
-            f"{op}: expected {name} to have a floating-point dtype (float32 or float64), "
-            f"got {x.dtype}; convert it with .astype(np.float32)"
+            f"{op}: expected {name} with dtype float32 or float64, got {x.dtype}; "
+            f"convert it with .astype(np.float32)"
         )
     if ndim is not None and x.ndim != ndim:
         layout = {1: "(C,)", 2: "(N, features)", 4: "(N, C, H, W)"}.get(ndim, f"{ndim}-D")

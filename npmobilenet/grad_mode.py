@@ -20,15 +20,26 @@ class no_grad:
 
     >>> with no_grad():
     ...     logits = model(x)      # no cache kept; model.backward(...) would raise BackwardError
+
+    As a decorator it works with or without parentheses: ``@no_grad()`` and ``@no_grad``.
     """
 
+    def __new__(cls, function=None):
+        self = super().__new__(cls)
+        self._previous = []  # a stack, so one instance can be entered again inside itself
+        # Used bare as ``@no_grad``, Python calls ``no_grad(function)``: wrap it at once.
+        return self if function is None else self(function)
+
+    def __init__(self, function=None):
+        pass  # everything happens in __new__
+
     def __enter__(self):
-        self._previous = is_grad_enabled()
+        self._previous.append(is_grad_enabled())
         _state.enabled = False
         return self
 
     def __exit__(self, *exc_info):
-        _state.enabled = self._previous
+        _state.enabled = self._previous.pop()
         return False
 
     def __call__(self, function):

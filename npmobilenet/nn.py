@@ -10,6 +10,10 @@ A layer is thin: it holds its parameters, calls a forward/backward pair from
 
 Gradients accumulate across backward passes, as in PyTorch: call ``zero_grad()`` between steps.
 A backward pass may be repeated on the same cache (PyTorch's ``retain_graph=True``).
+``backward(dout)`` checks that ``dout`` has the shape and dtype of the forward's output.
+
+The cache holds references to the input, not copies (copying every activation would double
+the memory of training): do not change ``x`` in place between ``forward`` and ``backward``.
 """
 
 from collections import namedtuple
@@ -17,7 +21,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import functional as F
-from ._checks import pair
+from ._checks import FLOAT_DTYPES, pair
 from .errors import BackwardError, ShapeError, WeightsError
 from .grad_mode import is_grad_enabled
 
@@ -35,8 +39,8 @@ class Parameter:
 
     def __init__(self, data):
         data = np.asarray(data)
-        if data.dtype.kind != "f":
-            raise ShapeError(f"Parameter: expected a floating-point array, got dtype {data.dtype}")
+        if data.dtype not in FLOAT_DTYPES:
+            raise ShapeError(f"Parameter: expected a float32 or float64 array, got dtype {data.dtype}")
         self.data = data
         self.grad = np.zeros_like(data)
 
@@ -78,18 +82,25 @@ class Module:
     def backward(self, dout):
         raise NotImplementedError(f"{type(self).__name__} does not define backward()")
 
-    def _save_for_backward(self, cache):
-        """Keep ``cache`` for backward, unless inside ``no_grad()``, where nothing is kept."""
-        self._cache = cache if is_grad_enabled() else None
+    def _save_for_backward(self, cache, out):
+        """Keep ``cache`` (and the shape and dtype of ``out``) for backward, unless inside ``no_grad()``."""
+        self._cache = (cache, np.shape(out), out.dtype) if is_grad_enabled() else None
 
-    def _saved_cache(self):
-        """The cache of the last forward; a clear error if there is none."""
+    def _saved_cache(self, dout):
+        """The cache of the last forward, once ``dout`` is checked against that forward's output."""
         if self._cache is None:
             raise BackwardError(
                 f"{type(self).__name__}.backward() needs the cache of a forward() pass, and "
                 f"there is none: call forward() first, outside no_grad()"
             )
-        return self._cache
+        cache, out_shape, out_dtype = self._cache
+        if not isinstance(dout, np.ndarray) or dout.shape != out_shape or dout.dtype != out_dtype:
+            found = f"shape {dout.shape} and dtype {dout.dtype}" if isinstance(dout, np.ndarray) else type(dout).__name__
+            raise ShapeError(
+                f"{type(self).__name__}.backward(): expected dout of the forward output's shape "
+                f"{out_shape} and dtype {out_dtype}, got {found}"
+            )
+        return cache
 
     # --- the tree ----------------------------------------------------------------------
 
@@ -168,8 +179,8 @@ class Module:
         they hold arrays of the old dtype: run forward again before backward.
         """
         dtype = np.dtype(dtype)
-        if dtype.kind != "f":
-            raise ShapeError(f"astype: expected a floating-point dtype (float32 or float64), got {dtype}")
+        if dtype not in FLOAT_DTYPES:
+            raise ShapeError(f"astype: expected dtype float32 or float64, got {dtype}")
         for module in self.modules():
             for _, parameter in module._own_parameters():
                 parameter.data = parameter.data.astype(dtype)
@@ -329,20 +340,21 @@ class Conv2d(Module):
         pair_forward = F.depthwise_conv2d_forward if self.is_depthwise else F.conv2d_forward
         bias = None if self.bias is None else self.bias.data
         out, cache = pair_forward(x, self.weight.data, bias, self.stride, self.padding)
-        self._save_for_backward(cache)
+        self._save_for_backward(cache, out)
         return out
 
     def backward(self, dout):
         pair_backward = F.depthwise_conv2d_backward if self.is_depthwise else F.conv2d_backward
-        dx, dw, db = pair_backward(dout, self._saved_cache())
+        dx, dw, db = pair_backward(dout, self._saved_cache(dout))
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
         return dx
 
     def extra_repr(self):
-        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
         if self.groups != 1:
             text += f", groups={self.groups}"
         if self.bias is None:
@@ -372,19 +384,19 @@ class BatchNorm2d(Module):
 
     def forward(self, x):
         momentum = self.momentum
-        if self.training:
-            self.num_batches_tracked += 1
-            if momentum is None:  # cumulative moving average: the n-th batch has weight 1/n
-                momentum = 1.0 / float(self.num_batches_tracked)
+        if self.training and momentum is None:  # cumulative moving average: batch n has weight 1/n
+            momentum = 1.0 / float(self.num_batches_tracked + 1)
         out, cache = F.batchnorm2d_forward(
             x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
             self.training, momentum, self.eps,
         )
-        self._save_for_backward(cache)
+        if self.training:
+            self.num_batches_tracked += 1  # counted once the batch went through, as nothing can fail now
+        self._save_for_backward(cache, out)
         return out
 
     def backward(self, dout):
-        dx, dgamma, dbeta = F.batchnorm2d_backward(dout, self._saved_cache())
+        dx, dgamma, dbeta = F.batchnorm2d_backward(dout, self._saved_cache(dout))
         self.weight.grad += dgamma
         self.bias.grad += dbeta
         return dx
@@ -398,11 +410,11 @@ class _Activation(Module):
 
     def forward(self, x):
         out, cache = self.forward_pair(x)
-        self._save_for_backward(cache)
+        self._save_for_backward(cache, out)
         return out
 
     def backward(self, dout):
-        return self.backward_pair(dout, self._saved_cache())
+        return self.backward_pair(dout, self._saved_cache(dout))
 
 
 class ReLU(_Activation):
@@ -436,11 +448,11 @@ class Dropout(Module):
 
     def forward(self, x):
         out, cache = F.dropout_forward(x, self.p, self.training, self.rng)
-        self._save_for_backward((cache,))  # wrapped: a None mask (eval mode) is still a cache
+        self._save_for_backward((cache,), out)  # wrapped: a None mask (eval mode) is still a cache
         return out
 
     def backward(self, dout):
-        (mask,) = self._saved_cache()
+        (mask,) = self._saved_cache(dout)
         return F.dropout_backward(dout, mask)
 
     def extra_repr(self):
@@ -465,11 +477,11 @@ class Linear(Module):
     def forward(self, x):
         bias = None if self.bias is None else self.bias.data
         out, cache = F.linear_forward(x, self.weight.data, bias)
-        self._save_for_backward(cache)
+        self._save_for_backward(cache, out)
         return out
 
     def backward(self, dout):
-        dx, dw, db = F.linear_backward(dout, self._saved_cache())
+        dx, dw, db = F.linear_backward(dout, self._saved_cache(dout))
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
@@ -488,11 +500,11 @@ class GlobalAvgPool2d(Module):
 
     def forward(self, x):
         out, cache = F.global_avg_pool_forward(x)
-        self._save_for_backward(cache)
+        self._save_for_backward(cache, out)
         return out
 
     def backward(self, dout):
-        return F.global_avg_pool_backward(dout, self._saved_cache())
+        return F.global_avg_pool_backward(dout, self._saved_cache(dout))
 
 
 class CrossEntropyLoss(Module):
@@ -504,8 +516,10 @@ class CrossEntropyLoss(Module):
 
     def forward(self, logits, targets):
         loss, cache = F.softmax_cross_entropy_forward(logits, targets)
-        self._save_for_backward(cache)
+        self._save_for_backward(cache, loss)
         return loss
 
     def backward(self, dout=1.0):
-        return F.softmax_cross_entropy_backward(dout, self._saved_cache())
+        """``dlogits`` for an upstream gradient ``dout = dL/dloss`` (a number; 1 by default)."""
+        dout = np.asarray(dout, dtype=self._cache[2] if self._cache else None)
+        return F.softmax_cross_entropy_backward(dout, self._saved_cache(dout))

@@ -8,6 +8,7 @@ pass by skipping.
 
 import importlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,13 @@ def torch():
     torch = require_module("torch")
     torch.set_num_threads(os.cpu_count() or 1)
     return torch
+
+
+@pytest.fixture(autouse=True)
+def seed_torch():
+    """torch layers start from torch's global generator: seed it so every run sees the same weights."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(0)
 
 
 @pytest.fixture(scope="session")
