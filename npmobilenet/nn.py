@@ -521,5 +521,7 @@ class CrossEntropyLoss(Module):
 
     def backward(self, dout=1.0):
         """``dlogits`` for an upstream gradient ``dout = dL/dloss`` (a number; 1 by default)."""
-        dout = np.asarray(dout, dtype=self._cache[2] if self._cache else None)
+        if self._cache is not None:
+            loss_dtype = self._cache[2]
+            dout = np.asarray(dout, dtype=loss_dtype)  # a plain number becomes a 0-d array of that dtype
         return F.softmax_cross_entropy_backward(dout, self._saved_cache(dout))
