@@ -94,6 +94,8 @@ class Module:
                 f"there is none: call forward() first, outside no_grad()"
             )
         cache, out_shape, out_dtype = self._cache
+        if out_shape == () and isinstance(dout, (int, float, np.number)):
+            return cache  # a plain number is the upstream gradient of a scalar output (a loss)
         if not isinstance(dout, np.ndarray) or dout.shape != out_shape or dout.dtype != out_dtype:
             found = f"shape {dout.shape} and dtype {dout.dtype}" if isinstance(dout, np.ndarray) else type(dout).__name__
             raise ShapeError(
@@ -521,7 +523,4 @@ class CrossEntropyLoss(Module):
 
     def backward(self, dout=1.0):
         """``dlogits`` for an upstream gradient ``dout = dL/dloss`` (a number; 1 by default)."""
-        if self._cache is not None:
-            loss_dtype = self._cache[2]
-            dout = np.asarray(dout, dtype=loss_dtype)  # a plain number becomes a 0-d array of that dtype
         return F.softmax_cross_entropy_backward(dout, self._saved_cache(dout))

@@ -239,6 +239,17 @@ def test_backward_rejects_dout_of_the_wrong_shape_or_dtype(name):
     raises_naming(ShapeError, lambda: layer.backward(np.ones(out.shape).tolist()), expected, "got list")
 
 
+def test_cross_entropy_backward_takes_a_number_or_a_0d_array():
+    """A loss's upstream gradient is a number (or a 0-d array); anything shaped is refused."""
+    criterion = nn.CrossEntropyLoss()
+    criterion(arr((2, 5)), np.array([1, 4]))
+    unit = criterion.backward()
+    assert unit.dtype == np.float32  # a Python float does not upcast the gradient
+    np.testing.assert_allclose(criterion.backward(np.float64(2.5)), 2.5 * unit, rtol=1e-6)
+    np.testing.assert_allclose(criterion.backward(np.array(2.5, np.float32)), 2.5 * unit, rtol=1e-6)
+    raises_naming(ShapeError, lambda: criterion.backward(np.ones(2, np.float32)), "shape ()", "got shape (2,)")
+
+
 def test_float16_is_refused():
     """Only float32 and float64 are computed in; float16 is refused, not half supported."""
     raises_naming(ShapeError, lambda: F.conv2d_forward(arr((1, 3, 4, 4), np.float16), arr((2, 3, 1, 1), np.float16)), "float32 or float64", "float16")

@@ -484,7 +484,7 @@ def test_no_grad_forward_keeps_no_cache():
     with pytest.raises(BackwardError, match="forward") as info:
         model.backward(np.ones_like(out))
     assert isinstance(info.value, RuntimeError)
-    for index, layer in enumerate(model):
+    for layer in model:
         with pytest.raises(BackwardError, match="forward"):
             layer.backward(np.ones((1,), dtype=np.float32))
 
