@@ -13,14 +13,14 @@ Only NumPy is imported here (and Pillow, where images are read): never torch or 
 """
 
 from . import errors, functional, gradcheck, nn, reference
-from .errors import BackwardError, ShapeError, WeightsError
+from .errors import BackwardError, ImageError, ShapeError, UnsafeCheckpointError, WeightsError
 from .grad_mode import is_grad_enabled, no_grad
 
 __version__ = "0.1.0"
 
 __all__ = [
     "errors", "functional", "gradcheck", "nn", "reference",
-    "BackwardError", "ShapeError", "WeightsError",
+    "BackwardError", "ImageError", "ShapeError", "UnsafeCheckpointError", "WeightsError",
     "no_grad", "is_grad_enabled",
     "__version__",
 ]
