@@ -15,12 +15,12 @@ def upstream_gradient(shape, seed):
     return np.random.default_rng([0xD0D0, seed]).standard_normal(shape)
 
 
-def assert_close(actual, expected, dtype, what):
-    """``actual`` has ``dtype`` and equals ``expected`` to the dtype's tolerance."""
+def assert_close(actual, expected, dtype, what, tolerance=None):
+    """``actual`` has ``dtype`` and equals ``expected`` to the dtype's tolerance (or ``tolerance[dtype]``)."""
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.dtype == np.dtype(dtype), f"{what}: dtype {actual.dtype}, expected {np.dtype(dtype)}"
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
-    tolerance = TOLERANCE[np.dtype(dtype)]
+    tolerance = (TOLERANCE if tolerance is None else tolerance)[np.dtype(dtype)]
     scale = float(np.max(np.abs(expected), initial=0.0)) or 1.0
     np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance * scale, err_msg=what)
 
