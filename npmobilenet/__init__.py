@@ -6,21 +6,33 @@ The pieces, from the bottom up:
   conv2d, batch norm, ReLU/ReLU6, dropout, linear, global average pooling, cross-entropy);
 * :mod:`npmobilenet.reference`: the naive loop versions of the convolutions, to compare with;
 * :mod:`npmobilenet.nn`: ``Module``, ``Sequential`` and layers named as in ``torch.nn``;
+* :mod:`npmobilenet.mobilenetv2`: the network, with torchvision's module tree and keys;
+* :mod:`npmobilenet.weights`: torch checkpoints read and written without torch, ``.npz``,
+  the registry of torchvision's ImageNet weights, the download cache;
+* :mod:`npmobilenet.transforms` and :mod:`npmobilenet.imagenet`: torchvision's preprocessing
+  with Pillow, and the 1000 class names;
+* :mod:`npmobilenet.predict`: ``predict("cat.jpg")``;
 * :mod:`npmobilenet.gradcheck`: numerical gradients to check any backward pass;
 * :mod:`npmobilenet.errors`: the exception types.
 
-Only NumPy is imported here (and Pillow, where images are read): never torch or matplotlib.
+Only NumPy and Pillow are imported here: never torch or matplotlib.
 """
 
-from . import errors, functional, gradcheck, nn, reference
+from . import errors, functional, gradcheck, imagenet, nn, reference, transforms, weights
 from .errors import BackwardError, ImageError, ShapeError, UnsafeCheckpointError, WeightsError
 from .grad_mode import is_grad_enabled, no_grad
+from .mobilenetv2 import MobileNetV2, mobilenet_v2
+from .predict import Prediction, predict
+from .weights import load_npz, load_torch_checkpoint, save_npz, save_torch_checkpoint
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "errors", "functional", "gradcheck", "nn", "reference",
+    "errors", "functional", "gradcheck", "imagenet", "nn", "reference", "transforms", "weights",
     "BackwardError", "ImageError", "ShapeError", "UnsafeCheckpointError", "WeightsError",
     "no_grad", "is_grad_enabled",
+    "MobileNetV2", "mobilenet_v2",
+    "Prediction", "predict",
+    "load_torch_checkpoint", "save_torch_checkpoint", "load_npz", "save_npz",
     "__version__",
 ]

@@ -1,14 +1,21 @@
 """The ``npmobilenet`` command.
 
-``npmobilenet demo`` trains a small MobileNet-style network built from the layers on random
-data for a few steps, then checks its backward pass against numerical gradients.
+* ``npmobilenet predict IMAGE... [--topk K] [--weights NAME_OR_PATH] [--json]``: the most
+  likely ImageNet classes of each image, as a table or as JSON.
+* ``npmobilenet convert IN OUT``: a checkpoint from one format to another (``.pth`` written by
+  ``torch.save`` to ``.npz``, or back), with no torch needed.
+* ``npmobilenet demo``: trains a small MobileNet-style network built from the layers on random
+  data for a few steps, then checks its backward pass against numerical gradients.
 
-Bad input prints one line, ``error: ...``, on stderr and exits with status 2.
+Bad input prints one line, ``error: ...``, on stderr and exits with status 2. Nothing is
+printed before every image has been read and classified, so a failure leaves no partial output.
 """
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -32,6 +39,31 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"npmobilenet {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
     commands.required = True
+    predict = commands.add_parser(
+        "predict",
+        help="classify images with MobileNetV2's ImageNet weights",
+        description="Print the most likely ImageNet classes of each image, best first. Weights "
+        "come from --weights, else $NPMOBILENET_WEIGHTS, else the cache ($NPMOBILENET_HOME, "
+        "default ~/.cache/npmobilenet), else a download of torchvision's IMAGENET1K_V1 file.",
+    )
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    predict.add_argument("--topk", type=_positive_int, default=5, help="classes to show per image (default 5)")
+    predict.add_argument("--weights", metavar="NAME_OR_PATH", default=None,
+                         help="IMAGENET1K_V1, IMAGENET1K_V2, or a .pth/.npz file")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    predict.set_defaults(run=run_predict)
+
+    convert = commands.add_parser(
+        "convert",
+        help="convert a checkpoint: .pth (torch.save) to .npz, or .npz to .pth",
+        description="Read a state dict (a torch.save checkpoint, read safely without torch, or an "
+        ".npz file) and write it in the format OUT's suffix names: .npz, or .pth (which "
+        "torch.load(..., weights_only=True) reads). OUT is written atomically.",
+    )
+    convert.add_argument("source", metavar="IN", help="a .pth/.pt checkpoint or a .npz file")
+    convert.add_argument("target", metavar="OUT", help="the file to write: .npz or .pth")
+    convert.set_defaults(run=run_convert)
+
     demo = commands.add_parser(
         "demo",
         help="train a small network of the layers on random data and check its gradients",
@@ -95,6 +127,45 @@ def run_demo(args, out):
     worst = max(errors.values())
     print(f"worst relative error {worst:.1e}: " + ("backward is correct" if worst < 1e-6 else "MISMATCH"), file=out)
     return 0 if worst < 1e-6 else 1
+
+
+def run_predict(args, out):
+    from .predict import predict
+
+    results = predict(list(args.images), topk=args.topk, weights=args.weights)
+    if args.json:
+        document = [
+            {"image": image, "predictions": [p._asdict() for p in predictions]}
+            for image, predictions in zip(args.images, results)
+        ]
+        print(json.dumps(document, indent=2), file=out)
+        return 0
+    for number, (image, predictions) in enumerate(zip(args.images, results)):
+        if number:
+            print(file=out)
+        print(image, file=out)
+        print(f"  {'rank':>4}  {'probability':>11}  {'class':>5}  label", file=out)
+        for rank, p in enumerate(predictions, start=1):
+            print(f"  {rank:>4}  {p.probability:>11.2%}  {p.index:>5}  {p.label}", file=out)
+    return 0
+
+
+def run_convert(args, out):
+    from .weights import load_state_dict_file, save_npz, save_torch_checkpoint
+
+    writers = {".npz": save_npz, ".pth": save_torch_checkpoint, ".pt": save_torch_checkpoint}
+    suffix = Path(args.target).suffix.lower()
+    if suffix not in writers:
+        raise UsageError(f"convert: expected OUT to end in .npz, .pth or .pt, got {args.target!r}")
+    state_dict = load_state_dict_file(args.source)
+    writers[suffix](state_dict, args.target)
+    count = sum(np.asarray(a).size for a in state_dict.values())
+    print(f"wrote {len(state_dict)} arrays ({count:,} numbers) to {args.target}", file=out)
+    return 0
+
+
+class UsageError(NpMobileNetError, ValueError):
+    """A command-line argument that argparse cannot check by itself."""
 
 
 def main(argv=None, out=None):

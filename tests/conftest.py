@@ -55,3 +55,21 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped, and NPMOBILENET_STRICT_TESTS=1 forbids skips: {reason}"
+
+
+# --- figures a test measures and reports (printed at the end of the run) ----------------------
+
+_REPORTED = []
+
+
+@pytest.fixture(scope="session")
+def report():
+    """``report("top-1 on ../shared/images: 0.85")``: a line for the summary at the end of the run."""
+    return _REPORTED.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _REPORTED:
+        terminalreporter.section("figures measured by the tests")
+        for line in _REPORTED:
+            terminalreporter.write_line(line)

@@ -1,0 +1,99 @@
+"""``predict()``: image in, the ImageNet classes the network finds most likely out.
+
+The whole pipeline, in the order it runs::
+
+    weights  -> MobileNetV2 (eval mode)                    loaded once per process, then reused
+    image    -> preprocess: upright, RGB, resize, crop,    npmobilenet.transforms
+                scale to [0, 1], normalise -> (N, 3, 224, 224)
+    forward under no_grad -> logits (N, 1000)              no caches kept: inference only
+    softmax -> probabilities -> the top k, best first      with the class names of the weights
+"""
+
+import os
+from collections import namedtuple
+from functools import lru_cache
+
+import numpy as np
+
+from .errors import WeightsError
+from .functional import softmax
+from .grad_mode import no_grad
+from .mobilenetv2 import model_from_state_dict
+from .transforms import preprocess_batch
+from .weights import ENV_WEIGHTS, resolve_weights
+
+__all__ = ["Prediction", "load_model", "predict"]
+
+MAX_BATCH = 32  # images per forward pass: larger lists run in several batches, to bound memory
+
+
+class Prediction(namedtuple("Prediction", ["index", "label", "probability"])):
+    """One class of a prediction: its ``index`` in ImageNet's order, its ``label``, its ``probability``."""
+
+    __slots__ = ()
+
+    def __str__(self):
+        return f"{self.probability:7.2%}  {self.label} ({self.index})"
+
+
+def predict(image, topk=5, weights=None):
+    """The ``topk`` most likely classes of an image, best first, as :class:`Prediction` tuples.
+
+    ``image`` is a path, a PIL image, or an ``(H, W, 3)`` uint8 array; or a list of those,
+    which runs as one batch and returns one list of predictions per image, in order.
+    ``weights`` is a registry name (``"IMAGENET1K_V1"``, ``"IMAGENET1K_V2"``), a path to a
+    ``.pth`` or ``.npz`` file, or None for the default: ``$NPMOBILENET_WEIGHTS``, then the cache,
+    then a download (see :func:`npmobilenet.weights.resolve_weights`). The weights are loaded
+    once per process and reused. Raises :class:`~npmobilenet.errors.ImageError` for an image
+    that cannot be read and :class:`~npmobilenet.errors.WeightsError` for unusable weights.
+
+    >>> predict("examples/chelsea.jpg", topk=1)          # doctest: +SKIP
+    [Prediction(index=285, label='Egyptian cat', probability=0.69...)]
+    """
+    single = not isinstance(image, (list, tuple))
+    images = [image] if single else list(image)
+    model = load_model(weights)
+    if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or not 1 <= topk <= len(model.categories):
+        raise ValueError(f"predict: expected topk between 1 and {len(model.categories)}, got {topk!r}")
+    spec = model.weights_spec
+    batch = preprocess_batch(images, resize_size=spec.resize_size, crop_size=spec.crop_size,
+                             mean=spec.mean, std=spec.std, interpolation=spec.interpolation)
+    probabilities = np.concatenate([_probabilities(model, batch[i:i + MAX_BATCH])
+                                    for i in range(0, len(batch), MAX_BATCH)])
+    results = [_top_classes(row, topk, model.categories) for row in probabilities]
+    return results[0] if single else results
+
+
+def _probabilities(model, batch):
+    """Softmax of the logits, computed without keeping any cache for backward."""
+    with no_grad():
+        return softmax(model(batch))
+
+
+def _top_classes(probabilities, topk, categories):
+    """The ``topk`` largest probabilities, best first (ties: the lower class index first)."""
+    order = np.argsort(-probabilities, kind="stable")[:topk]
+    return [Prediction(int(i), categories[i], float(probabilities[i])) for i in order]
+
+
+def load_model(weights=None):
+    """The eval-mode model for ``weights`` (as in :func:`predict`), built once per process and reused.
+
+    With ``weights=None`` the choice depends on ``$NPMOBILENET_WEIGHTS``, which is read at
+    every call, so that changing it takes effect. A path is keyed by its absolute form.
+    """
+    if isinstance(weights, (str, os.PathLike)) and os.path.exists(weights):
+        weights = os.path.abspath(weights)
+    environment = os.environ.get(ENV_WEIGHTS) if weights is None else None
+    return _load_model(weights, environment)
+
+
+@lru_cache(maxsize=4)
+def _load_model(weights, environment):
+    """``environment`` is only part of the cache key: resolve_weights reads the variable itself."""
+    state_dict, spec = resolve_weights(weights)
+    if spec.num_classes != len(spec.categories):
+        raise WeightsError(f"the weights {spec.name} have no class names for their {spec.num_classes} classes")
+    model = model_from_state_dict(state_dict, spec, num_classes=len(spec.categories)).eval()
+    model.categories = spec.categories
+    return model
