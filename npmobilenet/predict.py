@@ -52,6 +52,8 @@ def predict(image, topk=5, weights=None):
     """
     single = not isinstance(image, (list, tuple))
     images = [image] if single else list(image)
+    if not images:
+        raise ValueError("predict: expected an image or a non-empty list of images, got an empty list")
     model = load_model(weights)
     if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or not 1 <= topk <= len(model.categories):
         raise ValueError(f"predict: expected topk between 1 and {len(model.categories)}, got {topk!r}")

@@ -25,10 +25,17 @@ def test_ci_runs_the_readme_test_command_strictly():
     assert "NPMOBILENET_STRICT_TESTS=1" in ci
 
 
-def test_readme_python_examples_run():
-    """Every Python block of the README runs, in order, in one namespace, as a reader would paste them."""
+def test_readme_python_examples_run(shared_dir, tmp_path, monkeypatch):
+    """Every Python block of the README runs, in order, in one namespace, as a reader would paste them.
+
+    With the weights in ../shared, as the README tells a reader without network to do.
+    """
+    monkeypatch.setenv("NPMOBILENET_WEIGHTS", str(shared_dir / "weights" / "mobilenet_v2_imagenet_qat.pth"))
+    monkeypatch.setenv("NPMOBILENET_HOME", str(tmp_path))
+    monkeypatch.chdir(ROOT)
     text = (ROOT / "README.md").read_text()
     namespace = {}
     for block in re.findall(r"```python\n(.*?)```", text, re.S):
         exec(compile(block, "README.md", "exec"), namespace)
     assert max(namespace["errors"].values()) < 1e-6  # the gradient check the README shows
+    assert namespace["best"].index == 285  # the cat the README's prediction shows
