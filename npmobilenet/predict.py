@@ -40,7 +40,9 @@ def predict(image, topk=5, weights=None):
     """The ``topk`` most likely classes of an image, best first, as :class:`Prediction` tuples.
 
     ``image`` is a path, a PIL image, or an ``(H, W, 3)`` uint8 array; or a list of those,
-    which runs as one batch and returns one list of predictions per image, in order.
+    which runs batched (one forward pass for up to 32 images) and returns one list of
+    predictions per image, in order. Every image is read before the network runs, so a bad
+    one raises before any work is done.
     ``weights`` is a registry name (``"IMAGENET1K_V1"``, ``"IMAGENET1K_V2"``), a path to a
     ``.pth`` or ``.npz`` file, or None for the default: ``$NPMOBILENET_WEIGHTS``, then the cache,
     then a download (see :func:`npmobilenet.weights.resolve_weights`). The weights are loaded
