@@ -169,12 +169,16 @@ class UsageError(NpMobileNetError, ValueError):
 
 
 def main(argv=None, out=None):
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status (0, or 2 for bad input).
+
+    For a usage mistake argparse prints its one-line error and exits with status 2 itself
+    (``SystemExit``), as it does with status 0 after ``--help``.
+    """
     out = sys.stdout if out is None else out
     args = build_parser().parse_args(argv)
     try:
         return args.run(args, out)
-    except (NpMobileNetError, OSError) as error:
+    except (NpMobileNetError, OSError, ValueError) as error:  # bad input: our errors are ValueErrors too
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import nn
 from ._checks import conv_output_size
+from .errors import WeightsError
 
 __all__ = [
     "Conv2dNormActivation", "InvertedResidual", "MobileNetV2", "make_divisible", "mobilenet_v2",
@@ -290,20 +291,26 @@ def mobilenet_v2(weights=None, progress=True, **kwargs):
     from .weights import resolve_weights
 
     state_dict, spec = resolve_weights(weights, progress=progress)
-    return model_from_state_dict(state_dict, spec, **kwargs)
+    return model_from_state_dict(state_dict, spec, source=f"weights {str(weights)!r}", **kwargs)
 
 
-def model_from_state_dict(state_dict, spec=None, **kwargs):
+def model_from_state_dict(state_dict, spec=None, source=None, **kwargs):
     """A :class:`MobileNetV2` holding ``state_dict``; ``spec`` (a registry entry) is kept as ``model.weights_spec``.
 
     ``num_classes`` defaults to the classifier's size in ``state_dict``. A state dict that does
     not fit (missing, unexpected or mis-shaped keys, as for another ``width_mult``) raises
-    :class:`~npmobilenet.errors.WeightsError` naming the keys.
+    :class:`~npmobilenet.errors.WeightsError` naming the keys, and ``source`` (where the
+    weights came from, for the message) when given.
     """
     classifier = state_dict.get("classifier.1.weight")
     if classifier is not None and np.ndim(classifier) == 2:
         kwargs.setdefault("num_classes", classifier.shape[0])
     model = MobileNetV2(**kwargs)
-    model.load_state_dict(state_dict)
+    try:
+        model.load_state_dict(state_dict)
+    except WeightsError as error:
+        if source is None:
+            raise
+        raise WeightsError(f"{source}: {error}") from error
     model.weights_spec = spec
     return model

@@ -98,6 +98,8 @@ def _load_model(weights, environment):
     state_dict, spec = resolve_weights(weights)
     if spec.num_classes != len(spec.categories):
         raise WeightsError(f"the weights {spec.name} have no class names for their {spec.num_classes} classes")
-    model = model_from_state_dict(state_dict, spec, num_classes=len(spec.categories)).eval()
+    source = (f"weights {str(weights)!r}" if weights is not None
+              else f"weights from {ENV_WEIGHTS}={environment!r}" if environment else f"weights {spec.name}")
+    model = model_from_state_dict(state_dict, spec, source=source, num_classes=len(spec.categories)).eval()
     model.categories = spec.categories
     return model

@@ -44,6 +44,7 @@ A multi-frame file (an animated GIF, a multi-page TIFF) gives its first frame.
 """
 
 import os
+import re
 import warnings
 
 import numpy as np
@@ -156,10 +157,13 @@ def _check_is_nonempty_file(path):
 
 
 def _too_large_message(path, error):
+    """Pillow's message gives the image's size; the limit stated is ours (Pillow's error quotes twice it)."""
+    size = re.search(r"\((\d+) pixels\)", str(error))
+    found = f"{size.group(1)} pixels" if size else "too many pixels"
     return (
-        f"{path}: refusing to decode a very large image: {error} The limit is "
-        f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS} pixels; if you trust the "
-        f"file, raise it (or shrink the image) and try again"
+        f"{path}: refusing to decode a very large image ({found}; the limit is "
+        f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}, Pillow's guard against "
+        f"decompression bombs); if you trust the file, raise the limit or shrink the image"
     )
 
 
@@ -265,14 +269,21 @@ def center_crop(image, size):
     2. Crop at ``left = round((width - size) / 2)``, ``top = round((height - size) / 2)``.
        ``round`` is Python's: halves go to the even integer, ``round(16.5) = 16`` but
        ``round(17.5) = 18``, which decides which row or column is dropped for odd differences.
+
+    The crop is a slice of the pixel array, ``pixels[top:top + size, left:left + size]``,
+    which gives exactly what Pillow's ``image.crop`` gives; Pillow's would also count the
+    crop's pixels against ``PIL.Image.MAX_IMAGE_PIXELS``, a limit meant for the files read.
+    The image must be RGB, RGBA or L (grayscale), which NumPy arrays hold as they are.
     """
     _check_pil_image(image, "center_crop")
     _check_positive_int("size", size, "center_crop")
+    if image.mode not in ("RGB", "RGBA", "L"):
+        raise ValueError(f"center_crop: expected an RGB, RGBA or L image, got mode {image.mode}; convert it with to_rgb()")
     size = int(size)
-    image = _pad_to_at_least(image, size)
-    left = round((image.width - size) / 2)
-    top = round((image.height - size) / 2)
-    return image.crop((left, top, left + size, top + size))
+    pixels = np.asarray(_pad_to_at_least(image, size))
+    left = round((pixels.shape[1] - size) / 2)
+    top = round((pixels.shape[0] - size) / 2)
+    return Image.fromarray(np.ascontiguousarray(pixels[top:top + size, left:left + size]))
 
 
 def _pad_to_at_least(image, size):

@@ -148,6 +148,8 @@ def atomic_write(path, mode="wb"):
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: the folder {path.parent} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder; expected the name of a file")
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     encoding = None if mode == "wb" else "utf-8"
     try:
