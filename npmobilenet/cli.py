@@ -156,16 +156,12 @@ def run_convert(args, out):
     writers = {".npz": save_npz, ".pth": save_torch_checkpoint, ".pt": save_torch_checkpoint}
     suffix = Path(args.target).suffix.lower()
     if suffix not in writers:
-        raise UsageError(f"convert: expected OUT to end in .npz, .pth or .pt, got {args.target!r}")
+        raise ValueError(f"convert: expected OUT to end in .npz, .pth or .pt, got {args.target!r}")
     state_dict = load_state_dict_file(args.source)
     writers[suffix](state_dict, args.target)
     count = sum(np.asarray(a).size for a in state_dict.values())
     print(f"wrote {len(state_dict)} arrays ({count:,} numbers) to {args.target}", file=out)
     return 0
-
-
-class UsageError(NpMobileNetError, ValueError):
-    """A command-line argument that argparse cannot check by itself."""
 
 
 def main(argv=None, out=None):

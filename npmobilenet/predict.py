@@ -15,7 +15,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from .errors import WeightsError
 from .functional import softmax
 from .grad_mode import no_grad
 from .mobilenetv2 import model_from_state_dict
@@ -31,9 +30,6 @@ class Prediction(namedtuple("Prediction", ["index", "label", "probability"])):
     """One class of a prediction: its ``index`` in ImageNet's order, its ``label``, its ``probability``."""
 
     __slots__ = ()
-
-    def __str__(self):
-        return f"{self.probability:7.2%}  {self.label} ({self.index})"
 
 
 def predict(image, topk=5, weights=None):
@@ -57,14 +53,14 @@ def predict(image, topk=5, weights=None):
     if not images:
         raise ValueError("predict: expected an image or a non-empty list of images, got an empty list")
     model = load_model(weights)
-    if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or not 1 <= topk <= len(model.categories):
-        raise ValueError(f"predict: expected topk between 1 and {len(model.categories)}, got {topk!r}")
     spec = model.weights_spec
+    if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or not 1 <= topk <= len(spec.categories):
+        raise ValueError(f"predict: expected topk between 1 and {len(spec.categories)}, got {topk!r}")
     batch = preprocess_batch(images, resize_size=spec.resize_size, crop_size=spec.crop_size,
                              mean=spec.mean, std=spec.std, interpolation=spec.interpolation)
     probabilities = np.concatenate([_probabilities(model, batch[i:i + MAX_BATCH])
                                     for i in range(0, len(batch), MAX_BATCH)])
-    results = [_top_classes(row, topk, model.categories) for row in probabilities]
+    results = [_top_classes(row, topk, spec.categories) for row in probabilities]
     return results[0] if single else results
 
 
@@ -96,10 +92,6 @@ def load_model(weights=None):
 def _load_model(weights, environment):
     """``environment`` is only part of the cache key: resolve_weights reads the variable itself."""
     state_dict, spec = resolve_weights(weights)
-    if spec.num_classes != len(spec.categories):
-        raise WeightsError(f"the weights {spec.name} have no class names for their {spec.num_classes} classes")
     source = (f"weights {str(weights)!r}" if weights is not None
               else f"weights from {ENV_WEIGHTS}={environment!r}" if environment else f"weights {spec.name}")
-    model = model_from_state_dict(state_dict, spec, source=source, num_classes=len(spec.categories)).eval()
-    model.categories = spec.categories
-    return model
+    return model_from_state_dict(state_dict, spec, source=source, num_classes=len(spec.categories)).eval()
