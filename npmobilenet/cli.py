@@ -6,6 +6,9 @@
   ``torch.save`` to ``.npz``, or back), with no torch needed.
 * ``npmobilenet demo``: trains a small MobileNet-style network built from the layers on random
   data for a few steps, then checks its backward pass against numerical gradients.
+* ``npmobilenet bench [--quick] [--json PATH] [--threads N] ...``: times npmobilenet against
+  torchvision's MobileNetV2 (inference, training step, each layer) and measures peak memory;
+  see :mod:`npmobilenet.bench`.
 
 Bad input prints one line, ``error: ...``, on stderr and exits with status 2. Nothing is
 printed before every image has been read and classified, so a failure leaves no partial output.
@@ -75,7 +78,90 @@ def build_parser():
     demo.add_argument("--steps", type=_positive_int, default=20, help="SGD steps (default 20)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(run=run_demo)
+
+    bench = commands.add_parser(
+        "bench",
+        help="time npmobilenet against torchvision's MobileNetV2: speed and peak memory",
+        description="Time MobileNetV2 in NumPy and, when installed, torchvision's, in this one "
+        "process, with the same weights, inputs and threads: inference (eval, no_grad) at "
+        "several batch sizes, a full training step (forward, cross-entropy, backward, SGD), and "
+        "forward+backward of each kind of layer at MobileNetV2's shapes. Prints the median "
+        "milliseconds per batch and per image, the ratio numpy/torch (below 1: numpy is faster) "
+        "and the peak memory of each side. Without torch it times NumPy alone.",
+    )
+    bench.add_argument("--eval-batches", type=_batch_list, default=None, metavar="LIST",
+                       help="inference batch sizes (default 1,8,32; --quick: 1,8)")
+    bench.add_argument("--train-batches", type=_batch_list, default=None, metavar="LIST",
+                       help="training-step batch sizes (default 8,32; --quick: 8)")
+    bench.add_argument("--layer-batch", type=_positive_int, default=None, metavar="N",
+                       help="batch size of the layer rows (default 8; --quick: 2)")
+    bench.add_argument("--no-layers", action="store_true", help="skip the layer rows")
+    bench.add_argument("--repeats", type=_positive_int, default=None, metavar="N",
+                       help="timed runs per case (default 5 for inference and layers, 3 for "
+                       "training; --quick: 3, 2 for training)")
+    bench.add_argument("--warmup", type=_non_negative_int, default=None, metavar="N",
+                       help="untimed warm-up runs before each case's timed runs (default 1)")
+    bench.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                       help="threads for torch and for NumPy's BLAS (default: torch's current "
+                       "count, the number of cores)")
+    bench.add_argument("--weights", metavar="NAME_OR_PATH", default=None,
+                       help="IMAGENET1K_V1, IMAGENET1K_V2, or a .pth/.npz file (default: "
+                       "random MobileNetV2(seed=0))")
+    bench.add_argument("--quick", action="store_true",
+                       help="a short run (under a minute on 2 cores): inference at batch 1 "
+                       "and 8, training at 8, layers at 2, 3 repeats (2 for training)")
+    bench.add_argument("--memory", choices=("auto", "vmhwm", "tracemalloc"), default="auto",
+                       help="how peak memory is measured: VmHWM after /proc/self/clear_refs "
+                       "(Linux, both sides), tracemalloc (numpy side only), or auto (default: "
+                       "the first that works)")
+    bench.add_argument("--json", metavar="PATH", default=None,
+                       help="also write every figure (all timed samples) to PATH as JSON, "
+                       "once the whole run has succeeded")
+    bench.add_argument("--markdown", action="store_true", help="print the table in Markdown")
+    bench.set_defaults(run=run_bench)
     return parser
+
+
+def _batch_list(text):
+    from .bench import parse_batches
+
+    try:
+        return parse_batches(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _non_negative_int(text):
+    from .bench import parse_count
+
+    try:
+        return parse_count(text, minimum=0)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def run_bench(args, out):
+    from . import bench
+    from .weights import atomic_write
+
+    if args.json is not None:  # checked before the run, which takes minutes
+        target = Path(args.json)
+        if target.is_dir() or not target.parent.is_dir():
+            raise ValueError(f"--json: cannot write {args.json}: expected a file in an existing folder")
+    config = bench.make_config(
+        eval_batches=args.eval_batches, train_batches=args.train_batches, layers=not args.no_layers,
+        layer_batch=args.layer_batch, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
+        weights=args.weights, quick=args.quick, memory=args.memory,
+    )
+    report = bench.run_bench(config)
+    if args.json is not None:
+        with atomic_write(args.json, mode="w") as file:
+            json.dump(report, file, indent=2)
+            file.write("\n")
+    print(bench.format_report(report, markdown=args.markdown), file=out)
+    if args.json is not None:
+        print(f"wrote {args.json}", file=out)
+    return 0
 
 
 def _positive_int(text):

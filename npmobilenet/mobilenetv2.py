@@ -28,8 +28,9 @@ from collections import namedtuple
 
 import numpy as np
 
+from . import functional as F
 from . import nn
-from ._checks import conv_output_size
+from ._checks import check_float_array, conv_output_size
 from .errors import WeightsError
 
 __all__ = [
@@ -67,8 +68,11 @@ def make_divisible(value, divisor=8, min_value=None):
     return rounded
 
 
-class Conv2dNormActivation(nn.Sequential):
+class Conv2dNormActivation(nn.FoldingSequential):
     """Conv2d (no bias, "same" padding) -> BatchNorm2d -> activation: children ``0``, ``1``, ``2``.
+
+    In eval mode under ``no_grad()`` the batch norm is folded into the convolution
+    (:class:`~npmobilenet.nn.FoldingSequential`).
 
     ``groups=channels`` makes the conv depthwise. ``activation=None`` leaves the activation out.
     """
@@ -80,7 +84,7 @@ class Conv2dNormActivation(nn.Sequential):
             nn.BatchNorm2d(out_channels),
         ]
         if activation is not None:
-            layers.append(activation())
+            layers.append(activation(inplace=True))  # over the batch norm's output, which nothing else keeps
         super().__init__(*layers)
         self.out_channels = out_channels
 
@@ -112,16 +116,20 @@ class InvertedResidual(nn.Module):
             nn.Conv2d(hidden, out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels),
         ]
-        self.conv = nn.Sequential(*layers)
+        self.conv = nn.FoldingSequential(*layers)
         self.out_channels = out_channels
 
     def forward(self, x):
         out = self.conv(x)
-        return out + x if self.use_res_connect else out
+        if self.use_res_connect:
+            out += x  # in place: out is the last batch norm's new output, which no cache holds
+        return out
 
     def backward(self, dout):
         dx = self.conv.backward(dout)
-        return dx + dout if self.use_res_connect else dx
+        if self.use_res_connect:
+            dx += dout  # in place: dx is the new array the first convolution's backward made
+        return dx
 
 
 class MobileNetV2(nn.Module):
@@ -195,11 +203,24 @@ class MobileNetV2(nn.Module):
                 module.bias.data[...] = 0
 
     def forward(self, x):
+        """Logits ``(N, num_classes)`` for an ``(N, 3, H, W)`` batch.
+
+        The input is copied once into channels-last memory (see
+        :mod:`npmobilenet.functional._layout`); every layer keeps that memory order, so no
+        other layout conversion happens. In eval mode under ``no_grad()`` each convolution
+        runs with its batch norm folded into it (:meth:`npmobilenet.nn.Sequential.forward`).
+        """
+        check_float_array("input", x, "MobileNetV2", ndim=4)
+        x = F.channels_last(x)
         return self.classifier(self.pool(self.features(x)))
 
     def backward(self, dlogits):
-        """``dL/dx`` for ``dlogits = dL/dlogits``; every parameter's ``.grad`` gets its share added."""
-        return self.features.backward(self.pool.backward(self.classifier.backward(dlogits)))
+        """``dL/dx`` for ``dlogits = dL/dlogits``; every parameter's ``.grad`` gets its share added.
+
+        ``dL/dx`` is returned in NCHW memory, as the input was given.
+        """
+        dx = self.features.backward(self.pool.backward(self.classifier.backward(dlogits)))
+        return np.ascontiguousarray(dx)
 
     def summary(self, input_size=(1, 3, 224, 224), file=None):
         """Print a table of the blocks: output shape, parameters and multiply-adds, with totals.

@@ -12,7 +12,8 @@ with respect to each input, in the order the forward took them. A pair reads no 
 are NCHW, and every op keeps the dtype it is given.
 """
 
-from .activation import relu6_backward, relu6_forward, relu_backward, relu_forward
+from ._layout import channels_last
+from .activation import relu, relu6, relu6_backward, relu6_forward, relu_backward, relu_forward
 from .conv import conv2d_backward, conv2d_forward
 from .depthwise import depthwise_conv2d_backward, depthwise_conv2d_forward
 from .dropout import dropout_backward, dropout_forward
@@ -23,16 +24,17 @@ from .linear import (
     linear_forward,
 )
 from .loss import log_softmax, softmax, softmax_cross_entropy_backward, softmax_cross_entropy_forward
-from .norm import batchnorm2d_backward, batchnorm2d_forward
+from .norm import batchnorm2d_backward, batchnorm2d_forward, fold_batchnorm
 
 __all__ = [
     "conv2d_forward", "conv2d_backward",
     "depthwise_conv2d_forward", "depthwise_conv2d_backward",
-    "batchnorm2d_forward", "batchnorm2d_backward",
-    "relu_forward", "relu_backward", "relu6_forward", "relu6_backward",
+    "batchnorm2d_forward", "batchnorm2d_backward", "fold_batchnorm",
+    "relu", "relu6", "relu_forward", "relu_backward", "relu6_forward", "relu6_backward",
     "dropout_forward", "dropout_backward",
     "linear_forward", "linear_backward",
     "global_avg_pool_forward", "global_avg_pool_backward",
     "softmax", "log_softmax",
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+    "channels_last",
 ]

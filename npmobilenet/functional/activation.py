@@ -1,14 +1,33 @@
-"""The activations MobileNetV2 uses: ReLU and ReLU6, elementwise."""
+"""The activations MobileNetV2 uses: ReLU and ReLU6, elementwise.
+
+``relu(x)`` and ``relu6(x)`` compute the activation alone (for inference); the forward pairs
+also return the mask the backward pass needs. With ``inplace=True`` the result is written over
+``x`` (PyTorch's ``nn.ReLU6(inplace=True)``, which torchvision's MobileNetV2 uses): no new
+array, one pass over memory less. Only use it on an array nothing else needs afterwards.
+"""
 
 import numpy as np
 
 from .._checks import check_float_array
 
 
-def relu_forward(x):
+def relu(x, inplace=False):
+    """``max(x, 0)``, over ``x`` itself when ``inplace``."""
+    check_float_array("input", x, "relu")
+    return np.maximum(x, 0, out=x if inplace else None)
+
+
+def relu6(x, inplace=False):
+    """``min(max(x, 0), 6)``, over ``x`` itself when ``inplace``."""
+    check_float_array("input", x, "relu6")
+    return np.clip(x, 0, 6, out=x if inplace else None)
+
+
+def relu_forward(x, inplace=False):
     """``out = max(x, 0)``. The cache is the mask ``x > 0`` (a bool array, a quarter of the memory of x)."""
     check_float_array("input", x, "relu")
-    return np.maximum(x, 0), x > 0
+    mask = x > 0
+    return relu(x, inplace), mask
 
 
 def relu_backward(dout, cache):
@@ -16,10 +35,11 @@ def relu_backward(dout, cache):
     return dout * cache
 
 
-def relu6_forward(x):
+def relu6_forward(x, inplace=False):
     """``out = min(max(x, 0), 6)``. The cache is the mask ``0 < x < 6`` where the slope is 1."""
     check_float_array("input", x, "relu6")
-    return np.clip(x, 0, 6), (x > 0) & (x < 6)
+    mask = (x > 0) & (x < 6)
+    return relu6(x, inplace), mask
 
 
 def relu6_backward(dout, cache):

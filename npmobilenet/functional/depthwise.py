@@ -1,12 +1,19 @@
 """Depthwise 2-D convolution (``groups = channels``): each channel is filtered by its own kernel.
 
 Shapes: input ``x`` is ``(N, C, H, W)``, weight ``w`` is ``(C, 1, KH, KW)`` (PyTorch's shape for
-``groups=C``), optional bias ``b`` is ``(C,)``, output is ``(N, C, OH, OW)``.
+``groups=C``), optional bias ``b`` is ``(C,)``, output is ``(N, C, OH, OW)``, stored
+channels-last (see :mod:`npmobilenet.functional._layout`).
 
 There is no sum over channels, so im2col would waste its matrix product. Instead the
 convolution is ``KH*KW`` shifted multiply-adds: for each kernel position ``(p, q)``, take the
 strided view of the padded input under that position (no copy) and add it, times that
-position's per-channel weight, into the output. For a 3x3 kernel that is nine vectorised steps.
+position's ``C`` weights, into the output. For a 3x3 kernel that is nine vectorised steps.
+Channels-last memory puts the ``C`` values of a pixel side by side, so each step runs over
+long contiguous stretches. At stride 2 a tap reads every other column; so the padded input is
+first split into its even and its odd columns (:func:`padded_column_phases`, with the padding, in one copy), and every tap
+reads whole contiguous rows of one of them. The output is computed a block of rows at a time
+(:func:`~npmobilenet.functional._layout.row_blocks`), so that the nine steps add into memory
+that stays in the processor's cache.
 """
 
 import numpy as np
@@ -20,7 +27,7 @@ from .._checks import (
     pair,
 )
 from ..errors import ShapeError
-from ._windows import pad_spatial, tap_view, unpad_spatial
+from ._layout import channel_sums, from_nhwc, nhwc, row_blocks, unpad_nhwc
 
 
 def depthwise_conv2d_forward(x, w, b=None, stride=1, padding=0):
@@ -28,7 +35,9 @@ def depthwise_conv2d_forward(x, w, b=None, stride=1, padding=0):
 
     ``out[n, c, i, j] = b[c] + sum_{p, q} w[c, 0, p, q] * xp[n, c, i*sh + p, j*sw + q]``
 
-    with ``xp`` the zero-padded input. Returns ``out`` and the cache for the backward pass.
+    with ``xp`` the zero-padded input. Returns ``out`` and the cache for the backward pass:
+    the padded input's column phases, which the backward pass reads tap by tap as the forward
+    pass did.
     """
     op = "depthwise_conv2d"
     check_float_array("input", x, op, ndim=4)
@@ -41,17 +50,81 @@ def depthwise_conv2d_forward(x, w, b=None, stride=1, padding=0):
     if b is not None:
         check_shape("bias", b, (channels,), op)
     kernel_size, stride, padding = w.shape[2:], pair(stride, "stride"), pair(padding, "padding")
-    out_size = check_conv_geometry(op, x, kernel_size, stride, padding)
+    (oh, ow) = check_conv_geometry(op, x, kernel_size, stride, padding)
 
-    xp = pad_spatial(x, padding)
-    out = np.zeros((x.shape[0], channels, *out_size), dtype=x.dtype)
-    for p in range(kernel_size[0]):
-        for q in range(kernel_size[1]):
-            out += w[:, 0, p, q, None, None] * tap_view(xp, p, q, stride, out_size)
-    if b is not None:
-        out += b[:, None, None]
-    cache = (xp, w, b is not None, stride, padding)
-    return out, cache
+    phases = padded_column_phases(nhwc(x), padding, stride[1])
+    taps = tap_weights(w, ow)
+    out = np.empty((x.shape[0], oh, ow, channels), dtype=x.dtype)
+    for images, rows in row_blocks(x.shape[0], oh, ow * channels):
+        block = out[images, rows]
+        add_taps(block, [phase[images] for phase in phases], taps, stride, rows.start)
+        if b is not None:
+            block += b
+    cache = (phases, x.shape, w, b is not None, stride, padding)
+    return from_nhwc(out), cache
+
+
+def padded_column_phases(xh, padding, stride_w):
+    """The zero-padded ``(N, H, W, C)`` input, split by column number modulo the stride.
+
+    ``phases[r][:, :, j] = xp[:, :, j*sw + r]``, with ``xp`` the input zero-padded by
+    ``padding``. At stride 1 that is the padded input itself. At stride 2 it is its even and
+    its odd columns, each a contiguous array, so that kernel column ``q`` finds the input of
+    output column ``j`` at column ``j + q // sw`` of phase ``q % sw``, next to the input of
+    ``j + 1``. The input is copied once, straight into the phases.
+    """
+    (ph, pw), (n, height, width, c) = padding, xh.shape
+    padded_width = width + 2 * pw
+    phases = []
+    for r in range(stride_w):
+        phase = np.zeros((n, height + 2 * ph, len(range(r, padded_width, stride_w)), c), dtype=xh.dtype)
+        first = -(-(pw - r) // stride_w)  # the first column of this phase that falls inside x
+        columns = xh[:, :, first * stride_w + r - pw :: stride_w]
+        phase[:, ph : ph + height, first : first + columns.shape[2]] = columns
+        phases.append(phase)
+    return phases
+
+
+def phase_tap_view(phases, p, q, stride, out_rows, out_cols, first_row):
+    """The input under kernel position ``(p, q)`` for output rows ``first_row ...`` and every output column.
+
+    ``xp[:, p + i*sh, q + j*sw, :]`` read from the column phases: a strided view in which each
+    output row's ``out_cols * C`` values are contiguous.
+    """
+    sh, sw = stride
+    top = p + sh * first_row
+    left = q // sw
+    return phases[q % sw][:, top : top + sh * (out_rows - 1) + 1 : sh, left : left + out_cols]
+
+
+def tap_weights(w, out_cols):
+    """The ``(C, 1, KH, KW)`` weight as ``(KH, KW, OW, C)``: ``taps[p, q]`` holds kernel position
+    ``(p, q)``'s ``C`` weights once for every output column.
+
+    The repetition is there for speed alone. A row of output pixels is ``OW * C`` contiguous
+    values, and so is a row of a tap view; with a weight row of the same length, NumPy
+    multiplies the three as flat runs of ``OW * C`` values, instead of ``OW`` short runs of ``C``.
+    """
+    taps = w[:, 0].transpose(1, 2, 0)  # (KH, KW, C)
+    return np.ascontiguousarray(np.broadcast_to(taps[:, :, None, :], (*taps.shape[:2], out_cols, taps.shape[2])))
+
+
+def add_taps(block, phases, taps, stride, first_row):
+    """``block = sum_{p, q} taps[p, q] * (input under kernel position (p, q))`` for a block of output rows.
+
+    Two passes a tap, a multiply into a temporary and an add, over a block small enough to
+    stay in the processor's cache.
+    """
+    rows, cols = block.shape[1:3]
+    product = np.empty_like(block)  # one temporary, reused by every tap
+    for p in range(taps.shape[0]):
+        for q in range(taps.shape[1]):
+            view = phase_tap_view(phases, p, q, stride, rows, cols, first_row)
+            if p == 0 and q == 0:
+                np.multiply(view, taps[p, q], out=block)
+            else:
+                np.multiply(view, taps[p, q], out=product)
+                block += product
 
 
 def depthwise_conv2d_backward(dout, cache):
@@ -63,17 +136,40 @@ def depthwise_conv2d_backward(dout, cache):
     * ``dxp[view_pq] += w[c, 0, p, q] * dout``: the upstream gradient flows back into the same
       strided slice it was read from. Overlapping windows add up over the ``KH*KW`` steps.
 
-    ``db[c] = sum_{n, i, j} dout[n, c, i, j]``; ``db`` is None without bias.
+    ``db[c] = sum_{n, i, j} dout[n, c, i, j]``; ``db`` is None without bias. The work goes a
+    block of output rows at a time, as in the forward pass; the blocks' sums for ``dw`` add up.
+    The gradient is gathered in column phases like the input's, then put back in column order.
     """
-    xp, w, has_bias, stride, padding = cache
-    out_size = dout.shape[2:]
-    dw = np.zeros_like(w)
-    dxp = np.zeros_like(xp)
-    for p in range(w.shape[2]):
-        for q in range(w.shape[3]):
-            # 'ncij,ncij->c' multiplies elementwise and sums over all but the channel axis.
-            dw[:, 0, p, q] = np.einsum("ncij,ncij->c", dout, tap_view(xp, p, q, stride, out_size))
-            tap_view(dxp, p, q, stride, out_size)[...] += w[:, 0, p, q, None, None] * dout
-    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
-    return unpad_spatial(dxp, padding), dw, db
+    phases, x_shape, w, has_bias, stride, padding = cache
+    channels, _, kh, kw = w.shape
+    dout_h = np.ascontiguousarray(nhwc(dout))
+    oh, ow = dout_h.shape[1:3]
+    taps = tap_weights(w, ow)
+    dtaps = np.zeros((kh, kw, channels), dtype=w.dtype)
+    dphases = [np.zeros_like(phase) for phase in phases]
+    for images, rows in row_blocks(dout_h.shape[0], oh, ow * channels):
+        dout_block = dout_h[images, rows]
+        block_phases = [phase[images] for phase in phases]
+        block_dphases = [dphase[images] for dphase in dphases]
+        product = np.empty_like(dout_block)
+        for p in range(kh):
+            for q in range(kw):
+                view = phase_tap_view(block_phases, p, q, stride, dout_block.shape[1], ow, rows.start)
+                dtaps[p, q] += np.einsum("nijc,nijc->c", view, dout_block)  # this block's share of dw
+                np.multiply(dout_block, taps[p, q], out=product)
+                phase_tap_view(block_dphases, p, q, stride, dout_block.shape[1], ow, rows.start)[...] += product
+    dw = np.ascontiguousarray(dtaps.transpose(2, 0, 1))[:, None]
+    db = channel_sums(dout_h.reshape(-1, channels)) if has_bias else None
+    return from_nhwc(unpad_nhwc(interleave_columns(dphases), padding)), dw, db  # a view of the padded gradient
 
+
+def interleave_columns(phases):
+    """The inverse of :func:`padded_column_phases` (but the padding): one array whose column ``j*sw + r`` is column ``j`` of ``phases[r]``."""
+    if len(phases) == 1:
+        return phases[0]
+    n, height, _, c = phases[0].shape
+    width = sum(phase.shape[2] for phase in phases)
+    whole = np.empty((n, height, width, c), dtype=phases[0].dtype)
+    for r, phase in enumerate(phases):
+        whole[:, :, r :: len(phases)] = phase
+    return whole

@@ -4,6 +4,7 @@ import numpy as np
 
 from .._checks import check_float_array, check_same_dtype, check_shape
 from ..errors import ShapeError
+from ._layout import from_nhwc, nhwc
 
 
 def linear_forward(x, w, b=None):
@@ -50,12 +51,12 @@ def global_avg_pool_forward(x):
     PyTorch's ``F.adaptive_avg_pool2d(x, 1).flatten(1)``, which torchvision's MobileNetV2 uses.
     """
     check_float_array("input", x, "global_avg_pool", ndim=4)
-    return x.mean(axis=(2, 3)), x.shape
+    return nhwc(x).mean(axis=(1, 2)), x.shape
 
 
 def global_avg_pool_backward(dout, cache):
-    """Each of the ``H*W`` inputs of an average gets ``1 / (H*W)`` of its output's gradient."""
+    """Each of the ``H*W`` inputs of an average gets ``1 / (H*W)`` of its output's gradient (stored channels-last)."""
     n, c, height, width = cache
-    dx = np.empty(cache, dtype=dout.dtype)
-    dx[...] = (dout / (height * width))[:, :, None, None]
-    return dx
+    dx = np.empty((n, height, width, c), dtype=dout.dtype)
+    dx[...] = (dout / (height * width))[:, None, None, :]
+    return from_nhwc(dx)

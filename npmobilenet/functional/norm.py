@@ -1,15 +1,17 @@
-"""Batch normalisation over NCHW arrays, per channel, in training and evaluation mode.
+"""Batch normalisation, per channel, in training and evaluation mode; and folding it into a convolution.
 
 Shapes: input ``x`` is ``(N, C, H, W)``; ``gamma`` (PyTorch's ``weight``), ``beta`` (``bias``),
 ``running_mean`` and ``running_var`` are ``(C,)``. Each channel is normalised over the
-``M = N*H*W`` values it has in the batch.
+``M = N*H*W`` values it has in the batch. The work is done on the ``(M, C)`` matrix of pixels,
+a view of a channels-last input (see :mod:`npmobilenet.functional._layout`): a channel is a
+column, and its statistics are column sums. The output is stored channels-last.
 """
 
 import numpy as np
 
 from .._checks import check_channels, check_float_array, check_same_dtype, check_shape
 from ..errors import ShapeError
-
+from ._layout import channel_sums, from_nhwc, pixels_by_channels, row_slices
 
 def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
     """Forward pass, PyTorch's ``F.batch_norm(x, running_mean, running_var, gamma, beta, training, momentum, eps)``.
@@ -25,7 +27,9 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, mom
       Pass ``None`` for both running statistics to skip the update.
     * in evaluation mode, ``mean`` and ``var`` are the running statistics, and nothing changes.
 
-    Returns ``out`` and the cache for :func:`batchnorm2d_backward`.
+    Returns ``out`` and the cache for :func:`batchnorm2d_backward`: the input and the two
+    per-channel vectors ``mean`` and ``1 / sqrt(var + eps)``. ``x_hat`` is not kept; the
+    backward pass makes it again from them, which costs less than storing another activation.
     """
     op = "batchnorm2d"
     check_float_array("input", x, op, ndim=4)
@@ -36,27 +40,51 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, mom
             check_shape(name, vector, (channels,), op)
     check_same_dtype(op, x, weight=gamma, bias=beta, running_mean=running_mean, running_var=running_var)
 
+    rows = pixels_by_channels(x)  # (M, C)
+    count = rows.shape[0]
+    if training and count < 2:
+        raise ShapeError(
+            f"{op}: training mode needs more than one value per channel to compute a "
+            f"variance, got input of shape {x.shape}; use a bigger batch or eval()"
+        )
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError(f"{op}: evaluation mode needs running_mean and running_var")
+
     if training:
-        count = x.shape[0] * x.shape[2] * x.shape[3]
-        if count < 2:
-            raise ShapeError(
-                f"{op}: training mode needs more than one value per channel to compute a "
-                f"variance, got input of shape {x.shape}; use a bigger batch or eval()"
-            )
-        mean = x.mean(axis=(0, 2, 3))
-        var = x.var(axis=(0, 2, 3))
+        mean = channel_sums(rows) / count
+        var = centered_square_sums(rows, mean) / count
         if running_mean is not None and running_var is not None:
             update_running_stats(running_mean, running_var, mean, var, count, momentum)
     else:
-        if running_mean is None or running_var is None:
-            raise ValueError(f"{op}: evaluation mode needs running_mean and running_var")
-        mean, var = running_mean, running_var
-
+        mean, var = running_mean.copy(), running_var  # a copy: the running mean may change later
     inv_std = 1.0 / np.sqrt(var + eps)
-    x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
-    out = gamma[:, None, None] * x_hat + beta[:, None, None]
-    cache = (x_hat, gamma, inv_std, training)
-    return out, cache
+
+    # gamma * (x - mean) * inv_std + beta is one multiply-add per value: x * scale + shift
+    scale = gamma * inv_std
+    shift = beta - mean * scale
+    out = rows * scale
+    out += shift
+    cache = (x, mean, inv_std, gamma, training)
+    return from_nhwc(out.reshape(nhwc_shape(x))), cache
+
+
+def centered_square_sums(rows, mean):
+    """``sum_m (rows[m, c] - mean[c])**2`` per channel: the variance's sum, from values centred first.
+
+    Centring before squaring keeps float32 accurate when a channel's mean is large next to its
+    spread (``sum x**2 - M * mean**2`` would cancel). Done a block of rows at a time, so the
+    centred copy stays in the cache.
+    """
+    total = np.zeros_like(mean)
+    for block in row_slices(rows.shape[0], rows.shape[1]):
+        centered = rows[block] - mean
+        total += channel_sums(centered, centered)
+    return total
+
+
+def nhwc_shape(x):
+    n, c, height, width = x.shape
+    return n, height, width, c
 
 
 def update_running_stats(running_mean, running_var, mean, var, count, momentum):
@@ -83,14 +111,40 @@ def batchnorm2d_backward(dout, cache):
       (the ``dbeta`` term is the path through the mean, the ``x_hat * dgamma`` term the path
       through the variance).
     """
-    x_hat, gamma, inv_std, training = cache
-    dbeta = dout.sum(axis=(0, 2, 3))
-    dgamma = np.einsum("nchw,nchw->c", dout, x_hat)  # sum over all but the channel axis
+    x, mean, inv_std, gamma, training = cache
+    rows, dout_rows = pixels_by_channels(x), pixels_by_channels(dout)
+    count = rows.shape[0]
+    dbeta = channel_sums(dout_rows)
+    # sum(dout * x_hat) = (sum(dout * x) - mean * sum(dout)) * inv_std, without making x_hat
+    dgamma = (channel_sums(dout_rows, rows) - mean * dbeta) * inv_std
     scale = gamma * inv_std
     if not training:
-        return scale[:, None, None] * dout, dgamma, dbeta
-    count = dout.shape[0] * dout.shape[2] * dout.shape[3]
-    dx = (scale / count)[:, None, None] * (
-        count * dout - dbeta[:, None, None] - x_hat * dgamma[:, None, None]
-    )
-    return dx, dgamma, dbeta
+        return from_nhwc((dout_rows * scale).reshape(nhwc_shape(x))), dgamma, dbeta
+    # dx = scale * (dout - dbeta / M - x_hat * dgamma / M), grouped per channel as
+    # dx = scale * dout + x * slope + offset, three passes over memory
+    slope = -scale * inv_std * dgamma / count
+    offset = -scale * dbeta / count - mean * slope
+    dx = dout_rows * scale
+    dx += rows * slope
+    dx += offset
+    return from_nhwc(dx.reshape(nhwc_shape(x))), dgamma, dbeta
+
+
+def fold_batchnorm(w, b, gamma, beta, running_mean, running_var, eps=1e-5):
+    """The weight and bias of one convolution that computes ``batchnorm(conv(x))`` in evaluation mode.
+
+    In evaluation mode batch norm is a fixed affine map per output channel ``f``:
+    ``bn(y)[f] = s[f] * (y[f] - running_mean[f]) + beta[f]`` with
+    ``s = gamma / sqrt(running_var + eps)``. A convolution ``y[f] = sum w[f] * window + b[f]``
+    followed by it is again a convolution, with every filter scaled:
+
+    ``w_folded[f] = s[f] * w[f]``, ``b_folded[f] = s[f] * (b[f] - running_mean[f]) + beta[f]``
+
+    (``b = None`` counts as zero). One convolution then does the work of two layers, and the
+    activation skips a pass over memory. Works for dense ``(F, C, KH, KW)`` and depthwise
+    ``(C, 1, KH, KW)`` weights alike.
+    """
+    scale = gamma / np.sqrt(running_var + eps)
+    w_folded = w * scale[:, None, None, None]
+    b_folded = beta - running_mean * scale if b is None else (b - running_mean) * scale + beta
+    return w_folded, b_folded
