@@ -51,7 +51,9 @@ def global_avg_pool_forward(x):
     PyTorch's ``F.adaptive_avg_pool2d(x, 1).flatten(1)``, which torchvision's MobileNetV2 uses.
     """
     check_float_array("input", x, "global_avg_pool", ndim=4)
-    return nhwc(x).mean(axis=(1, 2)), x.shape
+    n, c, height, width = x.shape
+    pixels = np.ascontiguousarray(nhwc(x)).reshape(n, height * width, c)  # a view when channels-last
+    return pixels.mean(axis=1), x.shape
 
 
 def global_avg_pool_backward(dout, cache):

@@ -62,8 +62,10 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, mom
     # gamma * (x - mean) * inv_std + beta is one multiply-add per value: x * scale + shift
     scale = gamma * inv_std
     shift = beta - mean * scale
-    out = rows * scale
-    out += shift
+    out = np.empty_like(rows)
+    for block in row_slices(count, channels):  # a cache-sized block at a time: one trip to memory
+        np.multiply(rows[block], scale, out=out[block])
+        out[block] += shift
     cache = (x, mean, inv_std, gamma, training)
     return from_nhwc(out.reshape(nhwc_shape(x))), cache
 
@@ -124,9 +126,11 @@ def batchnorm2d_backward(dout, cache):
     # dx = scale * dout + x * slope + offset, three passes over memory
     slope = -scale * inv_std * dgamma / count
     offset = -scale * dbeta / count - mean * slope
-    dx = dout_rows * scale
-    dx += rows * slope
-    dx += offset
+    dx = np.empty_like(dout_rows)
+    for block in row_slices(count, rows.shape[1]):  # a cache-sized block at a time: one trip to memory
+        dx_block = np.multiply(dout_rows[block], scale, out=dx[block])
+        dx_block += rows[block] * slope
+        dx_block += offset
     return from_nhwc(dx.reshape(nhwc_shape(x))), dgamma, dbeta
 
 

@@ -1,0 +1,229 @@
+"""The paths that make the network fast, checked against the plain ones they replace.
+
+* Inference folds each batch norm into the convolution before it (eval mode, under
+  ``no_grad()``): the logits equal the unfolded network's to float32 precision.
+* Every operation stores its output channels-last and accepts either memory order: the
+  results are the same, bit for bit, whichever order the input has.
+* Training caches keep what backward needs and no more: no more than torchvision saves.
+"""
+
+import numpy as np
+import pytest
+
+import npmobilenet
+from npmobilenet import functional as F
+from npmobilenet import nn
+from npmobilenet.functional._layout import is_channels_last
+from npmobilenet.mobilenetv2 import MobileNetV2
+
+from test_mobilenetv2 import with_measured_running_statistics
+from torch_helpers import upstream_gradient
+
+
+def eval_model(dtype, seed=0, width_mult=0.5, size=(64, 80)):
+    """A small MobileNetV2 in eval mode with non-default running statistics, and an input batch."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((3, 3, *size)).astype(dtype)
+    model = MobileNetV2(num_classes=10, width_mult=width_mult, seed=seed).astype(dtype)
+    return with_measured_running_statistics(model, x, seed), x
+
+
+# --- batch norm folded into the convolution -----------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float32, 1e-4), (np.float64, 1e-12)], ids=["float32", "float64"])
+def test_folded_inference_gives_the_unfolded_logits(dtype, tolerance):
+    """Eval mode with gradients on runs conv and batch norm apart; under no_grad they are folded.
+
+    float32 rounds differently on the two paths, so they agree to float32 precision: the 1e-4
+    of the largest logit that every float32 comparison of the whole network uses (here they
+    differ by about 1e-5 after 50 layers). float64 shows that the folding itself is exact.
+    """
+    model, x = eval_model(dtype)
+    unfolded = model(x)  # gradients on: every layer runs, and keeps its cache
+    assert model.features[1].conv[1]._cache is not None
+    with npmobilenet.no_grad():
+        folded = model(x)
+    assert folded.dtype == unfolded.dtype == dtype
+    scale = float(np.max(np.abs(unfolded)))
+    np.testing.assert_allclose(folded, unfolded, rtol=tolerance, atol=tolerance * scale)
+    assert not np.array_equal(folded, unfolded) or dtype == np.float64, "the folded path did not run"
+
+
+def test_folding_happens_only_in_eval_mode_under_no_grad(monkeypatch):
+    calls = []
+    original = F.fold_batchnorm
+    monkeypatch.setattr(F, "fold_batchnorm", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    model, x = eval_model(np.float32)
+    pairs = sum(1 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+    model(x)  # eval, gradients on
+    assert calls == []
+    with npmobilenet.no_grad():
+        model(x)
+    assert len(calls) == pairs == 52
+    calls.clear()
+    running_mean = model.features[0][1].running_mean.copy()
+    with npmobilenet.no_grad():
+        model.train()(x)  # training mode: batch statistics, running statistics move
+    assert calls == []
+    assert not np.array_equal(model.features[0][1].running_mean, running_mean)
+
+
+@pytest.mark.parametrize("depthwise, stride, bias", [(False, 1, False), (False, 2, True), (True, 1, False), (True, 2, True)])
+def test_fold_batchnorm_equals_batchnorm_after_the_convolution(depthwise, stride, bias):
+    rng = np.random.default_rng(7)
+    channels, out_channels = 6, (6 if depthwise else 5)
+    x = rng.standard_normal((2, channels, 9, 11))
+    w = rng.standard_normal((out_channels, 1 if depthwise else channels, 3, 3))
+    b = rng.standard_normal(out_channels) if bias else None
+    gamma, beta = rng.uniform(0.5, 1.5, out_channels), rng.uniform(-1, 1, out_channels)
+    mean, var = rng.standard_normal(out_channels), rng.uniform(0.2, 3, out_channels)
+    conv = F.depthwise_conv2d_forward if depthwise else F.conv2d_forward
+
+    expected, _ = F.batchnorm2d_forward(conv(x, w, b, stride, 1)[0], gamma, beta, mean, var, training=False)
+    w_folded, b_folded = F.fold_batchnorm(w, b, gamma, beta, mean, var)
+    folded, _ = conv(x, w_folded, b_folded, stride, 1)
+    np.testing.assert_allclose(folded, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_folded_weights_follow_changed_parameters():
+    """The folded weights are made from the parameters at every call: never stale."""
+    model, x = eval_model(np.float32)
+    with npmobilenet.no_grad():
+        before = model(x)
+        model.features[0][1].weight.data *= 2  # a change in place, as an optimiser makes
+        after = model(x)
+    model.features[0][1].weight.data /= 2
+    assert not np.allclose(before, after)
+    unfolded = model(x)
+    np.testing.assert_allclose(before, unfolded, rtol=1e-5, atol=1e-5 * np.abs(unfolded).max())
+
+
+# --- channels-last memory -----------------------------------------------------------------------
+
+
+def nchw_and_channels_last(shape, seed):
+    """The same values twice: in NCHW memory and in channels-last memory."""
+    x = np.random.default_rng(seed).standard_normal(shape)
+    x_last = F.channels_last(x)
+    assert x.flags.c_contiguous and is_channels_last(x_last) and not x_last.flags.c_contiguous
+    return x, x_last
+
+
+def channel_vectors(channels, seed):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.5, 1.5, channels), rng.uniform(-1, 1, channels)
+
+
+OPERATIONS = {
+    "conv3x3/2": (lambda x, r: F.conv2d_forward(x, r.standard_normal((5, 4, 3, 3)), r.standard_normal(5), 2, 1), F.conv2d_backward),
+    "conv1x1": (lambda x, r: F.conv2d_forward(x, r.standard_normal((5, 4, 1, 1))), F.conv2d_backward),
+    "depthwise/1": (lambda x, r: F.depthwise_conv2d_forward(x, r.standard_normal((4, 1, 3, 3)), None, 1, 1), F.depthwise_conv2d_backward),
+    "depthwise/2": (lambda x, r: F.depthwise_conv2d_forward(x, r.standard_normal((4, 1, 3, 3)), r.standard_normal(4), 2, 1), F.depthwise_conv2d_backward),
+    "batchnorm-train": (lambda x, r: F.batchnorm2d_forward(x, *channel_vectors(4, 1), None, None, training=True), F.batchnorm2d_backward),
+    "batchnorm-eval": (lambda x, r: F.batchnorm2d_forward(x, *channel_vectors(4, 1), r.standard_normal(4), r.uniform(0.5, 2, 4), training=False), F.batchnorm2d_backward),
+    "relu6": (lambda x, r: F.relu6_forward(3 * x), lambda d, c: (F.relu6_backward(d, c),)),
+    "avgpool": (lambda x, r: F.global_avg_pool_forward(x), lambda d, c: (F.global_avg_pool_backward(d, c),)),
+}
+
+
+@pytest.mark.parametrize("name", list(OPERATIONS))
+def test_operations_give_the_same_bits_in_either_memory_order(name):
+    forward, backward = OPERATIONS[name]
+    x, x_last = nchw_and_channels_last((2, 4, 7, 9), seed=3)
+    out, cache = forward(x, np.random.default_rng(5))
+    out_last, cache_last = forward(x_last, np.random.default_rng(5))
+    np.testing.assert_array_equal(out_last, out)
+    dout = upstream_gradient(out.shape, 4)
+    for grad, grad_last in zip(backward(dout, cache), backward(F.channels_last(dout) if dout.ndim == 4 else dout, cache_last)):
+        if grad is not None:
+            np.testing.assert_array_equal(grad_last, grad)
+    if out.ndim == 4 and name != "relu6":  # elementwise ops keep the input's order
+        assert is_channels_last(out) and is_channels_last(out_last)
+
+
+def test_model_takes_either_memory_order_and_returns_dx_in_nchw_memory():
+    model, x = eval_model(np.float64)
+    logits = model(x)
+    dx = model.backward(upstream_gradient(logits.shape, 1))
+    logits_last = model(F.channels_last(x))
+    dx_last = model.backward(upstream_gradient(logits.shape, 1))
+    np.testing.assert_array_equal(logits_last, logits)
+    np.testing.assert_array_equal(dx_last, dx)
+    assert dx.flags.c_contiguous and dx.shape == x.shape
+
+
+def test_inplace_activation_writes_over_its_input_with_the_same_result_and_gradient():
+    x = 4 * np.random.default_rng(2).standard_normal((2, 3, 5, 5))
+    expected, expected_mask = F.relu6_forward(x)
+    inplace = nn.ReLU6(inplace=True)
+    given = x.copy()
+    out = inplace(given)
+    assert out is given
+    np.testing.assert_array_equal(out, expected)
+    dout = upstream_gradient(x.shape, 3)
+    np.testing.assert_array_equal(inplace.backward(dout), F.relu6_backward(dout, expected_mask))
+    untouched = x.copy()
+    nn.ReLU6()(untouched)
+    np.testing.assert_array_equal(untouched, x)
+    assert repr(inplace) == "ReLU6(inplace=True)"
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+
+def cached_bytes(model):
+    """Bytes of the distinct activation buffers the model's caches hold (parameters not counted)."""
+    parameters = {id(p.data) for p in model.parameters()}
+    buffers = {}
+
+    def walk(value):
+        if isinstance(value, np.ndarray):
+            root = value
+            while isinstance(root.base, np.ndarray):
+                root = root.base
+            if id(value) not in parameters and id(root) not in parameters and value.ndim == 4 and value.size > 1000:
+                buffers[id(root)] = root.nbytes
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                walk(item)
+
+    for module in model.modules():
+        walk(module._cache)
+    return sum(buffers.values())
+
+
+def torch_saved_bytes(torch, torch_model, x):
+    """Bytes of the distinct activation tensors torchvision's forward saves for its backward."""
+    parameters = {p.untyped_storage().data_ptr() for p in torch_model.parameters()}
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters and tensor.dim() == 4 and tensor.numel() > 1000:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        logits = torch_model(torch.from_numpy(x).requires_grad_(True))
+    return sum(storages.values()), logits
+
+
+def test_training_caches_hold_no_more_than_torchvision_saves(torch, report):
+    import torchvision
+
+    x = np.random.default_rng(0).standard_normal((4, 3, 128, 128)).astype(np.float32)
+    model = MobileNetV2(seed=0).train()
+    torch_model = torchvision.models.mobilenet_v2().train()
+    torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    model(x)
+    ours = cached_bytes(model)
+    theirs, _ = torch_saved_bytes(torch, torch_model, x)
+    report(f"training caches at batch 4, 128x128: npmobilenet {ours / 2**20:.1f} MiB, "
+           f"torchvision saves {theirs / 2**20:.1f} MiB ({ours / theirs:.2f}x)")
+    assert ours <= 1.1 * theirs
+
+    with npmobilenet.no_grad():
+        model(x)
+    assert all(module._cache is None for module in model.modules())
