@@ -118,6 +118,10 @@ def build_parser():
                        help="also write every figure (all timed samples) to PATH as JSON, "
                        "once the whole run has succeeded")
     bench.add_argument("--markdown", action="store_true", help="print the table in Markdown")
+    bench.add_argument("--profile", action="store_true",
+                       help="instead of comparing, show where npmobilenet's time goes: cProfile on "
+                       "one inference (first --eval-batches size) and one training step (first "
+                       "--train-batches size), functions by own time")
     bench.set_defaults(run=run_bench)
     return parser
 
@@ -153,6 +157,11 @@ def run_bench(args, out):
         layer_batch=args.layer_batch, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
         weights=args.weights, quick=args.quick, memory=args.memory,
     )
+    if args.profile:
+        if args.json is not None:
+            raise ValueError("--profile prints a profile and writes no JSON: drop --json")
+        print(bench.profile_numpy(config), file=out)
+        return 0
     report = bench.run_bench(config)
     if args.json is not None:
         with atomic_write(args.json, mode="w") as file:

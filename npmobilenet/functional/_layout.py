@@ -147,7 +147,12 @@ def row_blocks(images, rows, values_per_row, block_values=BLOCK_VALUES):
                 yield slice(image, image + 1), slice(first, min(rows, first + rows_per_block))
 
 
-def row_slices(rows, values_per_row, block_values=BLOCK_VALUES):
+# Batch norm's sweeps take two or three steps per block: blocks of 256K values (1 MB) mean
+# fewer NumPy calls, and still stay in the cache.
+SWEEP_BLOCK_VALUES = 1 << 18
+
+
+def row_slices(rows, values_per_row, block_values=SWEEP_BLOCK_VALUES):
     """Slices that cover ``range(rows)`` in blocks of about ``block_values`` values (at least one row each)."""
     step = max(1, block_values // max(1, values_per_row))
     return [slice(start, min(rows, start + step)) for start in range(0, rows, step)]

@@ -51,8 +51,7 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, mom
         raise ValueError(f"{op}: evaluation mode needs running_mean and running_var")
 
     if training:
-        mean = channel_sums(rows) / count
-        var = centered_square_sums(rows, mean) / count
+        mean, var = mean_and_variance(rows)
         if running_mean is not None and running_var is not None:
             update_running_stats(running_mean, running_var, mean, var, count, momentum)
     else:
@@ -70,18 +69,28 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, mom
     return from_nhwc(out.reshape(nhwc_shape(x))), cache
 
 
-def centered_square_sums(rows, mean):
-    """``sum_m (rows[m, c] - mean[c])**2`` per channel: the variance's sum, from values centred first.
+def mean_and_variance(rows):
+    """Per-channel mean and biased variance of an ``(M, C)`` matrix, in one sweep over its rows.
 
-    Centring before squaring keeps float32 accurate when a channel's mean is large next to its
-    spread (``sum x**2 - M * mean**2`` would cancel). Done a block of rows at a time, so the
-    centred copy stays in the cache.
+    Each cache-sized block of rows gives its count ``n_k``, mean ``m_k`` and sum of squares
+    about its own mean ``q_k = sum (x - m_k)**2`` (centring first keeps float32 accurate when a
+    channel's mean is large next to its spread). The blocks then combine exactly (Chan, Golub
+    and LeVeque's formula), in float64:
+
+    ``mean = sum_k n_k m_k / M``, ``var = (sum_k q_k + sum_k n_k (m_k - mean)**2) / M``.
     """
-    total = np.zeros_like(mean)
-    for block in row_slices(rows.shape[0], rows.shape[1]):
-        centered = rows[block] - mean
-        total += channel_sums(centered, centered)
-    return total
+    counts, means, squares = [], [], []
+    for block in row_slices(*rows.shape):  # the block stays in the cache for its three steps
+        values = rows[block]
+        block_mean = channel_sums(values) / values.shape[0]
+        centered = values - block_mean
+        counts.append(values.shape[0])
+        means.append(block_mean)
+        squares.append(channel_sums(centered, centered))
+    counts, means, squares = np.array(counts, dtype=np.float64)[:, None], np.array(means, np.float64), np.array(squares, np.float64)
+    mean = (counts * means).sum(axis=0) / counts.sum()
+    var = (squares.sum(axis=0) + (counts * (means - mean) ** 2).sum(axis=0)) / counts.sum()
+    return mean.astype(rows.dtype), var.astype(rows.dtype)
 
 
 def nhwc_shape(x):
@@ -116,9 +125,9 @@ def batchnorm2d_backward(dout, cache):
     x, mean, inv_std, gamma, training = cache
     rows, dout_rows = pixels_by_channels(x), pixels_by_channels(dout)
     count = rows.shape[0]
-    dbeta = channel_sums(dout_rows)
+    dbeta, dout_dot_x = gradient_sums(dout_rows, rows)
     # sum(dout * x_hat) = (sum(dout * x) - mean * sum(dout)) * inv_std, without making x_hat
-    dgamma = (channel_sums(dout_rows, rows) - mean * dbeta) * inv_std
+    dgamma = (dout_dot_x - mean * dbeta) * inv_std
     scale = gamma * inv_std
     if not training:
         return from_nhwc((dout_rows * scale).reshape(nhwc_shape(x))), dgamma, dbeta
@@ -132,6 +141,20 @@ def batchnorm2d_backward(dout, cache):
         dx_block += rows[block] * slope
         dx_block += offset
     return from_nhwc(dx.reshape(nhwc_shape(x))), dgamma, dbeta
+
+
+def gradient_sums(dout_rows, rows):
+    """``sum_m dout[m, c]`` and ``sum_m dout[m, c] * x[m, c]`` per channel, in one sweep over the rows.
+
+    Both sums read ``dout``; taking them a cache-sized block at a time reads it from memory
+    once. The blocks' sums add up in float64.
+    """
+    dout_sum = np.zeros(rows.shape[1], dtype=np.float64)
+    dout_dot_x = np.zeros(rows.shape[1], dtype=np.float64)
+    for block in row_slices(*rows.shape):
+        dout_sum += channel_sums(dout_rows[block])
+        dout_dot_x += channel_sums(dout_rows[block], rows[block])
+    return dout_sum.astype(rows.dtype), dout_dot_x.astype(rows.dtype)
 
 
 def fold_batchnorm(w, b, gamma, beta, running_mean, running_var, eps=1e-5):
