@@ -656,8 +656,8 @@ def profile_numpy(config, top=14):
         model.backward(criterion.backward())
         model.zero_grad()
 
-    sections = [f"npmobilenet {__version__} (numpy {np.__version__}), weights: {weights_text}; "
-                f"cProfile, own time per function, one run after a warm-up"]
+    sections = [(f"npmobilenet {__version__} (numpy {np.__version__}), weights: {weights_text}; "
+                 "cProfile, own time per function, one run after a warm-up")]
     for title, step, batch in [("inference (eval, no_grad)", inference, config.eval_batches[0]),
                                ("training step", training_step, config.train_batches[0])]:
         images = _images(batch)

@@ -9,15 +9,14 @@
 
 import numpy as np
 import pytest
+from test_mobilenetv2 import with_measured_running_statistics
+from torch_helpers import upstream_gradient
 
 import npmobilenet
 from npmobilenet import functional as F
 from npmobilenet import nn
 from npmobilenet.functional._layout import is_channels_last
 from npmobilenet.mobilenetv2 import MobileNetV2
-
-from test_mobilenetv2 import with_measured_running_statistics
-from torch_helpers import upstream_gradient
 
 
 def eval_model(dtype, seed=0, width_mult=0.5, size=(64, 80)):

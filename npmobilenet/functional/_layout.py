@@ -1,4 +1,4 @@
-"""Channels-last memory, zero padding and strided windows, shared by the convolutions and batch norm.
+"""How the operations lay out and walk their arrays: channels-last memory, padding, windows, blocks.
 
 **Channels-last memory.** Every array here has PyTorch's NCHW *shape*, ``(N, C, H, W)``; what
 differs is the order of its values in memory. A NumPy array made by ``np.zeros((N, C, H, W))``
@@ -17,6 +17,15 @@ results are the same either way; only the speed differs:
 :func:`nhwc` gives the ``(N, H, W, C)`` view of an NCHW-shaped array, :func:`from_nhwc` goes
 back, and :func:`channels_last` converts an array with NCHW memory (a copy, made once, at a
 model's input). Every operation accepts either memory order.
+
+**Blocks.** NumPy runs one operation over a whole array before the next one starts. When
+several operations follow each other over a big array (the nine taps of a depthwise
+convolution, the steps of batch norm), each would stream the array from main memory and back.
+Done on a block of rows at a time (:func:`row_blocks`, :func:`row_slices`), the block stays
+in the processor's cache between the steps, and only the first read and the last write go
+to main memory.
+
+**Channel sums.** :func:`channel_sums` adds up the rows of an ``(M, C)`` matrix, accurately.
 """
 
 import numpy as np

@@ -16,7 +16,16 @@ from .._checks import (
     check_shape,
     pair,
 )
-from ._layout import channel_sums, from_nhwc, nhwc, pad_nhwc, pixels_by_channels, tap_view, unpad_nhwc, windows_view
+from ._layout import (
+    channel_sums,
+    from_nhwc,
+    nhwc,
+    pad_nhwc,
+    pixels_by_channels,
+    tap_view,
+    unpad_nhwc,
+    windows_view,
+)
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0):

@@ -29,7 +29,6 @@ from .._checks import (
 from ..errors import ShapeError
 from ._layout import channel_sums, from_nhwc, nhwc, row_blocks, unpad_nhwc
 
-
 # The backward pass does three steps a tap (a sum for dw, a multiply and an add for dx):
 # blocks of 256K values need fewer NumPy calls and still stay in the cache.
 BACKWARD_BLOCK_VALUES = 1 << 18
@@ -65,7 +64,7 @@ def depthwise_conv2d_forward(x, w, b=None, stride=1, padding=0):
         add_taps(block, [phase[images] for phase in phases], taps, stride, rows.start)
         if b is not None:
             block += b
-    cache = (phases, x.shape, w, b is not None, stride, padding)
+    cache = (phases, w, b is not None, stride, padding)
     return from_nhwc(out), cache
 
 
@@ -148,7 +147,7 @@ def depthwise_conv2d_backward(dout, cache):
     block of output rows at a time, as in the forward pass; the blocks' sums for ``dw`` add up.
     The gradient is gathered in column phases like the input's, then put back in column order.
     """
-    phases, x_shape, w, has_bias, stride, padding = cache
+    phases, w, has_bias, stride, padding = cache
     channels, _, kh, kw = w.shape
     dout_h = np.ascontiguousarray(nhwc(dout))
     oh, ow = dout_h.shape[1:3]

@@ -13,6 +13,7 @@ from .._checks import check_channels, check_float_array, check_same_dtype, check
 from ..errors import ShapeError
 from ._layout import channel_sums, from_nhwc, pixels_by_channels, row_slices
 
+
 def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
     """Forward pass, PyTorch's ``F.batch_norm(x, running_mean, running_var, gamma, beta, training, momentum, eps)``.
 
