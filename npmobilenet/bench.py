@@ -10,6 +10,7 @@ Three kinds of rows, each timed for npmobilenet ("numpy") and for torchvision's 
   the torch side), on 224x224 images, at batch 1, 8 and 32;
 * **training step**: train-mode forward, cross-entropy loss, backward, a plain SGD update
   (``p.data -= lr * p.grad`` here, ``torch.optim.SGD`` there) and ``zero_grad``, at batch 8 and 32;
+  both sides compute the gradient of the input too, since ``model.backward`` returns it;
 * **layers**: forward + backward (training mode, a random upstream gradient) of each kind of
   layer at the shapes it has inside MobileNetV2: the stem conv, a 1x1 expansion and a 1x1
   projection, depthwise convs at stride 1 and 2, batch norm, ReLU6, global average pooling
@@ -443,11 +444,15 @@ def bench_train(model, torch_model, torch, batch, config, method):
     torch_side = None
     if torch_model is not None:
         torch_model.train()
-        torch_images, torch_targets = torch.from_numpy(images), torch.from_numpy(targets)
+        # model.backward returns dL/dx, so torch computes it too (it skips it for an input
+        # that does not require a gradient): both sides do the same work.
+        torch_images = torch.from_numpy(images).requires_grad_(True)
+        torch_targets = torch.from_numpy(targets)
         optimizer = torch.optim.SGD(torch_model.parameters(), lr=lr)
         torch_criterion = torch.nn.CrossEntropyLoss()
 
         def torch_step():
+            torch_images.grad = None
             torch_criterion(torch_model(torch_images), torch_targets).backward()
             optimizer.step()
             optimizer.zero_grad()
@@ -732,8 +737,8 @@ def _header_lines(report):
         (f"timing: median of {repeats['eval']} (inference), {repeats['train']} (training), {repeats['layer']} "
          f"(layers) timed runs after {config['warmup']} warm-up, same process, {SETTLE_SECONDS} s pause between "
          "sides; ratio = numpy / torch (below 1: numpy faster)"),
-        (f"training step: train-mode forward, cross-entropy, backward, SGD (lr {config['learning_rate']}), "
-         f"zero_grad; layer rows: forward + backward in training mode, batch {config['layer_batch'] or '-'}"),
+        (f"training step: train-mode forward, cross-entropy, backward (dL/dx included on both sides), SGD "
+         f"(lr {config['learning_rate']}), zero_grad; layer rows: forward + backward in training mode, batch {config['layer_batch'] or '-'}"),
         f"memory (MiB): {memory}; mem ratio n/a when a side needs under {MIN_MIB_FOR_RATIO:g} MiB",
     ]
 
