@@ -208,7 +208,7 @@ class MobileNetV2(nn.Module):
         The input is copied once into channels-last memory (see
         :mod:`npmobilenet.functional._layout`); every layer keeps that memory order, so no
         other layout conversion happens. In eval mode under ``no_grad()`` each convolution
-        runs with its batch norm folded into it (:meth:`npmobilenet.nn.Sequential.forward`).
+        runs with its batch norm folded into it (:class:`npmobilenet.nn.FoldingSequential`).
         """
         check_float_array("input", x, "MobileNetV2", ndim=4)
         x = F.channels_last(x)

@@ -13,7 +13,10 @@ A backward pass may be repeated on the same cache (PyTorch's ``retain_graph=True
 ``backward(dout)`` checks that ``dout`` has the shape and dtype of the forward's output.
 
 The cache holds references to the input, not copies (copying every activation would double
-the memory of training): do not change ``x`` in place between ``forward`` and ``backward``.
+the memory of training; a depthwise convolution keeps the zero-padded copy its forward pass
+makes anyway): do not change ``x`` in place between ``forward`` and ``backward``. No layer
+keeps its own output, so an in-place activation after a layer (``ReLU6(inplace=True)``, as in
+MobileNetV2) is safe there.
 """
 
 from collections import namedtuple
@@ -457,7 +460,9 @@ def can_fold(layer):
 class _Activation(Module):
     """An elementwise activation: a forward pair and a backward pair, nothing to learn.
 
-    ``inplace=True`` writes the result over the input, as PyTorch's ``inplace=True`` does.
+    ``inplace=True`` writes the result over the input, as PyTorch's ``inplace=True`` does: use
+    it only where nothing else needs the input afterwards (after a convolution or a batch norm,
+    which keep their input, not their output). Under ``no_grad()`` no mask is made.
     """
 
     def __init__(self, inplace=False):

@@ -206,3 +206,23 @@ def test_import_does_not_pull_in_torch():
     code = "import sys, npmobilenet.bench, npmobilenet.cli; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_profile_lists_where_the_time_goes_for_both_steps():
+    import io
+
+    out = io.StringIO()
+    assert main(["bench", "--profile", "--eval-batches", "1", "--train-batches", "2"], out=out) == 0
+    text = out.getvalue()
+    sections = re.findall(r"^(inference \(eval, no_grad\), batch 1|training step, batch 2): ([\d.]+) ms", text, re.M)
+    assert [name for name, _ in sections] == ["inference (eval, no_grad), batch 1", "training step, batch 2"]
+    rows = re.findall(r"^\s+([\d.]+)\s+([\d.]+)%\s+(\d+)\s+(\S+)", text, re.M)
+    assert len(rows) == 2 * 14
+    assert any("add_taps" in function for *_, function in rows)  # the depthwise convolution shows up
+    assert all(0 <= float(share) <= 100 for _, share, _, _ in rows)
+
+
+def test_profile_refuses_json(tmp_path, capsys):
+    assert main(["bench", "--profile", "--json", str(tmp_path / "p.json")]) == 2
+    assert capsys.readouterr().err.startswith("error: --profile")
+    assert not (tmp_path / "p.json").exists()
