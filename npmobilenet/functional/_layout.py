@@ -77,8 +77,8 @@ def channel_sums(a, b=None):
     blocks = rows // SUM_BLOCK_ROWS
     whole = blocks * SUM_BLOCK_ROWS
     head = a[:whole].reshape(blocks, SUM_BLOCK_ROWS, channels)
-    if b is None:
-        block_sums, rest = head.sum(axis=1), a[whole:]
+    if b is None:  # einsum "kbc->kc" adds the same rows in the same order as head.sum(axis=1), faster
+        block_sums, rest = np.einsum("kbc->kc", head), a[whole:]
     else:
         head_b = b[:whole].reshape(blocks, SUM_BLOCK_ROWS, channels)
         block_sums, rest = np.einsum("kbc,kbc->kc", head, head_b), a[whole:] * b[whole:]
