@@ -214,9 +214,9 @@ def test_profile_lists_where_the_time_goes_for_both_steps():
     out = io.StringIO()
     assert main(["bench", "--profile", "--eval-batches", "1", "--train-batches", "2"], out=out) == 0
     text = out.getvalue()
-    sections = re.findall(r"^(inference \(eval, no_grad\), batch 1|training step, batch 2): ([\d.]+) ms", text, re.M)
+    sections = re.findall(r"^(inference \(eval, no_grad\), batch 1|training step, batch 2): ([\d.]+) ms", text, re.MULTILINE)
     assert [name for name, _ in sections] == ["inference (eval, no_grad), batch 1", "training step, batch 2"]
-    rows = re.findall(r"^\s+([\d.]+)\s+([\d.]+)%\s+(\d+)\s+(\S+)", text, re.M)
+    rows = re.findall(r"^\s+([\d.]+)\s+([\d.]+)%\s+(\d+)\s+(\S+)", text, re.MULTILINE)
     assert len(rows) == 2 * 14
     assert any("add_taps" in function for *_, function in rows)  # the depthwise convolution shows up
     assert all(0 <= float(share) <= 100 for _, share, _, _ in rows)

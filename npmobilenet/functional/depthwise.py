@@ -9,11 +9,11 @@ convolution is ``KH*KW`` shifted multiply-adds: for each kernel position ``(p, q
 strided view of the padded input under that position (no copy) and add it, times that
 position's ``C`` weights, into the output. For a 3x3 kernel that is nine vectorised steps.
 Channels-last memory puts the ``C`` values of a pixel side by side, so each step runs over
-long contiguous stretches. At stride 2 a tap reads every other column; so the padded input is
-first split into its even and its odd columns (:func:`padded_column_phases`, with the padding, in one copy), and every tap
-reads whole contiguous rows of one of them. The output is computed a block of rows at a time
-(:func:`~npmobilenet.functional._layout.row_blocks`), so that the nine steps add into memory
-that stays in the processor's cache.
+long contiguous stretches. At stride 2 a tap reads every other column; so the input is first
+copied, with its padding, into its even and its odd columns (:func:`padded_column_phases`),
+and every tap reads whole contiguous rows of one of them. The output is computed a block of
+rows at a time (:func:`~npmobilenet.functional._layout.row_blocks`), so that the nine steps
+add into memory that stays in the processor's cache.
 """
 
 import numpy as np
@@ -171,7 +171,7 @@ def depthwise_conv2d_backward(dout, cache):
 
 
 def interleave_columns(phases):
-    """The inverse of :func:`padded_column_phases` (but the padding): one array whose column ``j*sw + r`` is column ``j`` of ``phases[r]``."""
+    """The inverse of :func:`padded_column_phases`, padding kept: column ``j*sw + r`` is column ``j`` of ``phases[r]``."""
     if len(phases) == 1:
         return phases[0]
     n, height, _, c = phases[0].shape
