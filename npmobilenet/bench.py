@@ -76,7 +76,7 @@ import numpy as np
 from . import __version__, nn
 from .functional import channels_last
 from .grad_mode import no_grad
-from .mobilenetv2 import MobileNetV2
+from .mobilenetv2 import MobileNetV2, mobilenet_v2
 
 __all__ = [  # noqa: RUF022 (in reading order)
     "BenchConfig", "make_config", "parse_batches", "parse_count", "run_bench", "format_report",
@@ -325,13 +325,7 @@ def _numpy_model(weights):
     """``(model, description)``: MobileNetV2(seed=0), or the weights ``resolve_weights`` finds."""
     if weights is None:
         return MobileNetV2(seed=0), "random, MobileNetV2(seed=0)"
-    from .weights import resolve_weights
-
-    state_dict, _ = resolve_weights(weights)
-    model = MobileNetV2(num_classes=int(np.shape(state_dict["classifier.1.weight"])[0])
-                        if "classifier.1.weight" in state_dict else 1000)
-    model.load_state_dict(state_dict)
-    return model, str(weights)
+    return mobilenet_v2(weights), str(weights)
 
 
 def _torch_model(torchvision, torch, state_dict, num_classes):

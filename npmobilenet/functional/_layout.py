@@ -106,13 +106,11 @@ def unpad_nhwc(xp, padding):
     return xp[:, ph : xp.shape[1] - ph, pw : xp.shape[2] - pw]
 
 
-def tap_view(xp, p, q, stride, out_rows, out_cols, first_row=0):
-    """``xp[:, p + i*sh, q + j*sw, :]`` for output rows ``first_row <= i < first_row + out_rows``
-    and every output column ``j``: the input under kernel position ``(p, q)``, a strided view.
-    """
+def tap_view(xp, p, q, stride, out_rows, out_cols):
+    """``xp[:, p + i*sh, q + j*sw, :]`` for every output pixel ``(i, j)``: the input under kernel
+    position ``(p, q)``, a strided view."""
     sh, sw = stride
-    top = p + sh * first_row
-    return xp[:, top : top + sh * (out_rows - 1) + 1 : sh, q : q + sw * (out_cols - 1) + 1 : sw]
+    return xp[:, p : p + sh * (out_rows - 1) + 1 : sh, q : q + sw * (out_cols - 1) + 1 : sw]
 
 
 def windows_view(xp, kernel_size, stride, out_size):

@@ -88,7 +88,8 @@ def mean_and_variance(rows):
         counts.append(values.shape[0])
         means.append(block_mean)
         squares.append(channel_sums(centered, centered))
-    counts, means, squares = np.array(counts, dtype=np.float64)[:, None], np.array(means, np.float64), np.array(squares, np.float64)
+    counts = np.array(counts, dtype=np.float64)[:, None]
+    means, squares = np.array(means, dtype=np.float64), np.array(squares, dtype=np.float64)
     mean = (counts * means).sum(axis=0) / counts.sum()
     var = (squares.sum(axis=0) + (counts * (means - mean) ** 2).sum(axis=0)) / counts.sum()
     return mean.astype(rows.dtype), var.astype(rows.dtype)
