@@ -516,7 +516,7 @@ def bench_layer(name, make_layer, input_shape, torch, config, method):
     layer = make_layer()
     with no_grad():
         dout = rng.standard_normal(layer(x).shape).astype(np.float32)
-    # Inside the network every activation is stored channels-last (see functional/_layout.py);
+    # Inside the network every activation is stored channels-last (see functional/fast/layout.py);
     # the layer gets its input and gradient the same way, so the row times the layer alone.
     x_numpy, dout_numpy = (channels_last(a) if a.ndim == 4 else a for a in (x, dout))
 

@@ -28,7 +28,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import functional as F
+from .functional.fast.layout import channels_last
 from . import nn
 from ._checks import check_float_array, conv_output_size
 from .errors import WeightsError
@@ -206,12 +206,12 @@ class MobileNetV2(nn.Module):
         """Logits ``(N, num_classes)`` for an ``(N, 3, H, W)`` batch.
 
         The input is copied once into channels-last memory (see
-        :mod:`npmobilenet.functional._layout`); every layer keeps that memory order, so no
+        :mod:`npmobilenet.functional.fast.layout`); every layer keeps that memory order, so no
         other layout conversion happens. In eval mode under ``no_grad()`` each convolution
         runs with its batch norm folded into it (:class:`npmobilenet.nn.FoldingSequential`).
         """
         check_float_array("input", x, "MobileNetV2", ndim=4)
-        x = F.channels_last(x)
+        x = channels_last(x)
         return self.classifier(self.pool(self.features(x)))
 
     def backward(self, dlogits):

@@ -23,7 +23,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import functional as F
+from .functional import fast as F
 from ._checks import FLOAT_DTYPES, pair
 from .errors import BackwardError, ShapeError, WeightsError
 from .grad_mode import is_grad_enabled
@@ -84,6 +84,22 @@ class Module:
 
     def backward(self, dout):
         raise NotImplementedError(f"{type(self).__name__} does not define backward()")
+
+    @property
+    def cache(self):
+        """What the last ``forward`` kept for ``backward`` (the pair's cache), or None.
+
+        None before any forward, after a forward under ``no_grad()``, and after
+        :meth:`clear_cache`. Read it to look inside a layer (a ReLU6's mask, a dropout mask);
+        never change it.
+        """
+        return None if self._cache is None else self._cache[0]
+
+    def clear_cache(self):
+        """Drop what this module and every module below it keep for ``backward``, freeing that memory."""
+        for module in self.modules():
+            module._cache = None
+        return self
 
     def _save_for_backward(self, cache, out):
         """Keep ``cache`` (and the shape and dtype of ``out``) for backward, unless inside ``no_grad()``."""
@@ -304,10 +320,12 @@ class FoldingSequential(Sequential):
     """A :class:`Sequential` that folds batch norm into the convolution before it, for inference.
 
     In eval mode under ``no_grad()``, a ``Conv2d`` followed by a ``BatchNorm2d`` runs as one
-    convolution with the batch norm folded into its weights (:meth:`Conv2d.forward_folded`):
-    the same result up to float rounding, one layer's work instead of two. In every other case
-    it is a plain :class:`Sequential`, so training and gradients are untouched. MobileNetV2's
-    blocks are built from it.
+    convolution whose weight and bias have the batch norm folded in
+    (:func:`~npmobilenet.functional.fold_batchnorm`): the same result up to float rounding,
+    one layer's work instead of two. The folded weights are made afresh from the current
+    parameters on every call, so they can never be stale. In every other case it is a plain
+    :class:`Sequential`, so training and gradients are untouched. MobileNetV2's blocks are
+    built from it.
     """
 
     def forward(self, x):
@@ -317,12 +335,24 @@ class FoldingSequential(Sequential):
             layer = layers[index]
             following = layers[index + 1] if index + 1 < len(layers) else None
             if isinstance(layer, Conv2d) and can_fold(following):
-                x = layer.forward_folded(following, x)
+                x = self.folded_forward(layer, following, x)
                 index += 2
             else:
                 x = layer(x)
                 index += 1
         return x
+
+    @staticmethod
+    def folded_forward(conv, batchnorm, x):
+        """``batchnorm(conv(x))`` as one convolution (eval mode, under ``no_grad()``: no cache is kept)."""
+        weight, bias = F.fold_batchnorm(
+            conv.weight.data, None if conv.bias is None else conv.bias.data,
+            batchnorm.weight.data, batchnorm.bias.data, batchnorm.running_mean, batchnorm.running_var,
+            batchnorm.eps,
+        )
+        conv.clear_cache()
+        batchnorm.clear_cache()
+        return conv.pair_forward(x, weight, bias, conv.stride, conv.padding)[0]
 
 
 def _uniform(rng, bound, shape, dtype):
@@ -366,33 +396,23 @@ class Conv2d(Module):
     def is_depthwise(self):
         return self.groups > 1
 
+    @property
+    def pair_forward(self):
+        """The forward function this layer runs: the depthwise one or the dense (im2col) one."""
+        return F.depthwise_conv2d_forward if self.is_depthwise else F.conv2d_forward
+
+    @property
+    def pair_backward(self):
+        return F.depthwise_conv2d_backward if self.is_depthwise else F.conv2d_backward
+
     def forward(self, x):
-        pair_forward = F.depthwise_conv2d_forward if self.is_depthwise else F.conv2d_forward
         bias = None if self.bias is None else self.bias.data
-        out, cache = pair_forward(x, self.weight.data, bias, self.stride, self.padding)
+        out, cache = self.pair_forward(x, self.weight.data, bias, self.stride, self.padding)
         self._save_for_backward(cache, out)
         return out
 
-    def forward_folded(self, batchnorm, x):
-        """``batchnorm(self(x))`` as a single convolution, for a batch norm in eval mode under ``no_grad()``.
-
-        The folded weight and bias are made afresh from the current parameters on every call
-        (see :func:`~npmobilenet.functional.fold_batchnorm`), so they can never be stale.
-        Like any forward under ``no_grad()``, it keeps no cache in either layer.
-        """
-        pair_forward = F.depthwise_conv2d_forward if self.is_depthwise else F.conv2d_forward
-        weight, bias = F.fold_batchnorm(
-            self.weight.data, None if self.bias is None else self.bias.data,
-            batchnorm.weight.data, batchnorm.bias.data, batchnorm.running_mean, batchnorm.running_var,
-            batchnorm.eps,
-        )
-        out, _ = pair_forward(x, weight, bias, self.stride, self.padding)
-        self._cache = batchnorm._cache = None
-        return out
-
     def backward(self, dout):
-        pair_backward = F.depthwise_conv2d_backward if self.is_depthwise else F.conv2d_backward
-        dx, dw, db = pair_backward(dout, self._saved_cache(dout))
+        dx, dw, db = self.pair_backward(dout, self._saved_cache(dout))
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db

@@ -13,9 +13,9 @@ from test_mobilenetv2 import with_measured_running_statistics
 from torch_helpers import upstream_gradient
 
 import npmobilenet
-from npmobilenet import functional as F
+from npmobilenet.functional import fast as F
 from npmobilenet import nn
-from npmobilenet.functional._layout import is_channels_last
+from npmobilenet.functional.fast.layout import is_channels_last
 from npmobilenet.mobilenetv2 import MobileNetV2
 
 
@@ -40,7 +40,7 @@ def test_folded_inference_gives_the_unfolded_logits(dtype, tolerance):
     """
     model, x = eval_model(dtype)
     unfolded = model(x)  # gradients on: every layer runs, and keeps its cache
-    assert model.features[1].conv[1]._cache is not None
+    assert model.features[1].conv[1].cache is not None
     with npmobilenet.no_grad():
         folded = model(x)
     assert folded.dtype == unfolded.dtype == dtype

@@ -2,7 +2,7 @@
 
 Shapes: input ``x`` is ``(N, C, H, W)``, weight ``w`` is ``(C, 1, KH, KW)`` (PyTorch's shape for
 ``groups=C``), optional bias ``b`` is ``(C,)``, output is ``(N, C, OH, OW)``, stored
-channels-last (see :mod:`npmobilenet.functional._layout`).
+channels-last (see :mod:`npmobilenet.functional.fast.layout`).
 
 There is no sum over channels, so im2col would waste its matrix product. Instead the
 convolution is ``KH*KW`` shifted multiply-adds: for each kernel position ``(p, q)``, take the
@@ -12,13 +12,13 @@ Channels-last memory puts the ``C`` values of a pixel side by side, so each step
 long contiguous stretches. At stride 2 a tap reads every other column; so the input is first
 copied, with its padding, into its even and its odd columns (:func:`padded_column_phases`),
 and every tap reads whole contiguous rows of one of them. The output is computed a block of
-rows at a time (:func:`~npmobilenet.functional._layout.row_blocks`), so that the nine steps
+rows at a time (:func:`~npmobilenet.functional.fast.layout.row_blocks`), so that the nine steps
 add into memory that stays in the processor's cache.
 """
 
 import numpy as np
 
-from .._checks import (
+from ..._checks import (
     check_channels,
     check_conv_geometry,
     check_float_array,
@@ -26,8 +26,8 @@ from .._checks import (
     check_shape,
     pair,
 )
-from ..errors import ShapeError
-from ._layout import channel_sums, from_nhwc, nhwc, row_blocks, unpad_nhwc
+from ...errors import ShapeError
+from .layout import channel_sums, from_nhwc, nhwc, row_blocks, unpad_nhwc
 
 # The backward pass does three steps a tap (a sum for dw, a multiply and an add for dx):
 # blocks of 256K values need fewer NumPy calls and still stay in the cache.

@@ -2,13 +2,13 @@
 
 Shapes: input ``x`` is ``(N, C, H, W)``, weight ``w`` is ``(F, C, KH, KW)``, optional bias ``b``
 is ``(F,)``, output is ``(N, F, OH, OW)`` with ``OH = (H + 2*ph - KH) // sh + 1`` (same for W).
-The output is stored channels-last (see :mod:`npmobilenet.functional._layout`): the matrix
+The output is stored channels-last (see :mod:`npmobilenet.functional.fast.layout`): the matrix
 product gives one row of ``F`` values per output pixel, which is exactly that memory order.
 """
 
 import numpy as np
 
-from .._checks import (
+from ..._checks import (
     check_channels,
     check_conv_geometry,
     check_float_array,
@@ -16,7 +16,7 @@ from .._checks import (
     check_shape,
     pair,
 )
-from ._layout import (
+from .layout import (
     channel_sums,
     from_nhwc,
     nhwc,

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from .._checks import check_float_array
-from ..errors import ShapeError
+from ..._checks import check_float_array
+from ...errors import ShapeError
 
 
 def log_softmax(logits, axis=-1):

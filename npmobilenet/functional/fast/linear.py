@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from .._checks import check_float_array, check_same_dtype, check_shape
-from ..errors import ShapeError
-from ._layout import from_nhwc, nhwc
+from ..._checks import check_float_array, check_same_dtype, check_shape
+from ...errors import ShapeError
+from .layout import from_nhwc, nhwc
 
 
 def linear_forward(x, w, b=None):

@@ -8,7 +8,7 @@ array, one pass over memory less. Only use it on an array nothing else needs aft
 
 import numpy as np
 
-from .._checks import check_float_array
+from ..._checks import check_float_array
 
 
 def relu(x, inplace=False):

@@ -3,15 +3,15 @@
 Shapes: input ``x`` is ``(N, C, H, W)``; ``gamma`` (PyTorch's ``weight``), ``beta`` (``bias``),
 ``running_mean`` and ``running_var`` are ``(C,)``. Each channel is normalised over the
 ``M = N*H*W`` values it has in the batch. The work is done on the ``(M, C)`` matrix of pixels,
-a view of a channels-last input (see :mod:`npmobilenet.functional._layout`): a channel is a
+a view of a channels-last input (see :mod:`npmobilenet.functional.fast.layout`): a channel is a
 column, and its statistics are column sums. The output is stored channels-last.
 """
 
 import numpy as np
 
-from .._checks import check_channels, check_float_array, check_same_dtype, check_shape
-from ..errors import ShapeError
-from ._layout import channel_sums, from_nhwc, pixels_by_channels, row_slices
+from ..._checks import check_channels, check_float_array, check_same_dtype, check_shape
+from ...errors import ShapeError
+from .layout import channel_sums, from_nhwc, pixels_by_channels, row_slices
 
 
 def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):

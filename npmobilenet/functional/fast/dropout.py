@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .._checks import check_float_array
+from ..._checks import check_float_array
 
 
 def dropout_forward(x, p, training, rng=None):
