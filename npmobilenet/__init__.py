@@ -21,7 +21,7 @@ Only NumPy and Pillow are imported here: never torch or matplotlib.
 from . import errors, functional, gradcheck, imagenet, nn, reference, transforms, weights
 from .errors import BackwardError, ImageError, ShapeError, UnsafeCheckpointError, WeightsError
 from .grad_mode import is_grad_enabled, no_grad
-from .mobilenetv2 import MobileNetV2, mobilenet_v2
+from .models import MobileNetV2, mobilenet_v2
 from .predict import Prediction, predict
 from .weights import load_npz, load_torch_checkpoint, save_npz, save_torch_checkpoint
 

@@ -76,7 +76,7 @@ import numpy as np
 from . import __version__, nn
 from .functional import channels_last
 from .grad_mode import no_grad
-from .mobilenetv2 import MobileNetV2, mobilenet_v2
+from .models import MobileNetV2, mobilenet_v2
 
 __all__ = [  # noqa: RUF022 (in reading order)
     "BenchConfig", "make_config", "parse_batches", "parse_count", "run_bench", "format_report",

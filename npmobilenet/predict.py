@@ -17,7 +17,7 @@ import numpy as np
 
 from .functional import softmax
 from .grad_mode import no_grad
-from .mobilenetv2 import model_from_state_dict
+from .models import model_from_state_dict
 from .transforms import preprocess_batch
 from .weights import ENV_WEIGHTS, resolve_weights
 

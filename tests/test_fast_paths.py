@@ -16,7 +16,7 @@ import npmobilenet
 from npmobilenet.functional import fast as F
 from npmobilenet import nn
 from npmobilenet.functional.fast.layout import is_channels_last
-from npmobilenet.mobilenetv2 import MobileNetV2
+from npmobilenet.models.mobilenetv2 import MobileNetV2
 
 
 def eval_model(dtype, seed=0, width_mult=0.5, size=(64, 80)):

@@ -15,7 +15,7 @@ import pytest
 
 from npmobilenet import errors, nn
 from npmobilenet.gradcheck import relative_error
-from npmobilenet.mobilenetv2 import InvertedResidual, MobileNetV2, make_divisible
+from npmobilenet.models.mobilenetv2 import InvertedResidual, MobileNetV2, make_divisible
 from torch_helpers import assert_close, upstream_gradient
 
 NETWORK_TOLERANCE = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-4}

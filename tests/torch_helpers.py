@@ -63,6 +63,40 @@ def compare_with_torch(torch, numpy_forward, numpy_backward, torch_forward, inpu
     return out, torch_out
 
 
+def compare_pair(torch, pairs, torch_forward, inputs, dtype, seed=0):
+    """Run every version of one operation and PyTorch on the same inputs; compare everything.
+
+    ``pairs`` maps a label (``"loops"``, ``"plain"``, ``"fast"``, ...) to ``(forward,
+    backward)``: ``forward(*inputs)`` returns ``(out, cache)`` and ``backward(dout, cache)`` a
+    gradient for each input, in order (None where the input is None; a single array for an op
+    of one input). ``torch_forward(*tensors)`` is the PyTorch op. Every version's output and
+    every gradient must equal PyTorch's to the dtype's tolerance, and so equal one another:
+    the same random upstream gradient goes into every backward. ``inputs`` are cast to
+    ``dtype``; each version gets its own copies, so an op that writes into an input cannot
+    change what the next one sees. Returns ``{label: (out, grads)}``, with ``"torch"`` too.
+    """
+    arrays = [None if a is None else np.asarray(a, dtype=dtype) for a in inputs]
+    tensors = [to_torch(torch, a, requires_grad=True) for a in arrays]
+    torch_out = torch_forward(*tensors)
+    dout = upstream_gradient(tuple(torch_out.shape), seed).astype(dtype)
+    torch_out.backward(torch.from_numpy(dout))
+    expected_grads = tuple(None if t is None else t.grad.numpy() for t in tensors)
+    results = {"torch": (torch_out.detach().numpy(), expected_grads)}
+    for label, (forward, backward) in pairs.items():
+        out, cache = forward(*[None if a is None else a.copy() for a in arrays])
+        grads = backward(dout.copy(), cache)
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        assert_close(out, results["torch"][0], dtype, f"{label}: forward output")
+        assert len(grads) == len(arrays), f"{label}: backward returned {len(grads)} gradients for {len(arrays)} inputs"
+        for index, (grad, expected) in enumerate(zip(grads, expected_grads)):
+            if expected is None:
+                assert grad is None, f"{label}: gradient {index}: expected None for an absent input"
+            else:
+                assert_close(grad, expected, dtype, f"{label}: gradient of input {index}")
+        results[label] = (out, grads)
+    return results
+
+
 def finite_difference_check(numpy_forward, numpy_backward, inputs, seed=0, tolerance=1e-7):
     """Check every gradient of a pair against central differences, in float64, random ``dout``.
 

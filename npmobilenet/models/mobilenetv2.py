@@ -28,10 +28,10 @@ from collections import namedtuple
 
 import numpy as np
 
-from .functional.fast.layout import channels_last
-from . import nn
-from ._checks import check_float_array, conv_output_size
-from .errors import WeightsError
+from .. import nn
+from ..functional.fast.layout import channels_last
+from .._checks import check_float_array, conv_output_size
+from ..errors import WeightsError
 
 __all__ = [
     "Conv2dNormActivation", "InvertedResidual", "MobileNetV2", "make_divisible", "mobilenet_v2",
@@ -309,7 +309,7 @@ def mobilenet_v2(weights=None, progress=True, **kwargs):
     if weights is None:
         return MobileNetV2(**kwargs)
     # Imported here, so that building a random model never touches the weights code.
-    from .weights import resolve_weights
+    from ..weights import resolve_weights
 
     state_dict, spec = resolve_weights(weights, progress=progress)
     return model_from_state_dict(state_dict, spec, source=f"weights {str(weights)!r}", **kwargs)
