@@ -4,7 +4,6 @@ The pieces, from the bottom up:
 
 * :mod:`npmobilenet.functional`: one forward/backward pair per operation (conv2d, depthwise
   conv2d, batch norm, ReLU/ReLU6, dropout, linear, global average pooling, cross-entropy);
-* :mod:`npmobilenet.reference`: the naive loop versions of the convolutions, to compare with;
 * :mod:`npmobilenet.nn`: ``Module``, ``Sequential`` and layers named as in ``torch.nn``;
 * :mod:`npmobilenet.mobilenetv2`: the network, with torchvision's module tree and keys;
 * :mod:`npmobilenet.weights`: torch checkpoints read and written without torch, ``.npz``,
@@ -18,7 +17,7 @@ The pieces, from the bottom up:
 Only NumPy and Pillow are imported here: never torch or matplotlib.
 """
 
-from . import errors, functional, gradcheck, imagenet, nn, reference, transforms, weights
+from . import errors, functional, gradcheck, imagenet, nn, transforms, weights
 from .errors import BackwardError, ImageError, ShapeError, UnsafeCheckpointError, WeightsError
 from .grad_mode import is_grad_enabled, no_grad
 from .models import MobileNetV2, mobilenet_v2
@@ -28,7 +27,7 @@ from .weights import load_npz, load_torch_checkpoint, save_npz, save_torch_check
 __version__ = "0.1.0"
 
 __all__ = [
-    "errors", "functional", "gradcheck", "imagenet", "nn", "reference", "transforms", "weights",
+    "errors", "functional", "gradcheck", "imagenet", "nn", "transforms", "weights",
     "BackwardError", "ImageError", "ShapeError", "UnsafeCheckpointError", "WeightsError",
     "no_grad", "is_grad_enabled",
     "MobileNetV2", "mobilenet_v2",

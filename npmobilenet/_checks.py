@@ -88,3 +88,25 @@ def check_channels(op, x, expected, source):
             f"{op}: expected input with {expected} channels ({source}), "
             f"got input of shape {x.shape} with {x.shape[1]} channels"
         )
+
+
+def check_conv_arguments(op, x, w, b, stride, padding, depthwise=False):
+    """Check a convolution's input, weight, bias, stride and padding, as every version of conv2d and depthwise conv2d does.
+
+    ``w`` is ``(F, C, KH, KW)`` for a dense convolution and ``(C, 1, KH, KW)`` for a depthwise
+    one (PyTorch's shape for ``groups = C``). Returns ``(stride, padding, (out_h, out_w))``
+    with ``stride`` and ``padding`` as ``(height, width)`` pairs.
+    """
+    check_float_array("input", x, op, ndim=4)
+    check_float_array("weight", w, op, ndim=4)
+    check_same_dtype(op, x, weight=w, bias=b)
+    if depthwise:
+        if w.shape[1] != 1:
+            raise ShapeError(f"{op}: expected a weight of shape (C, 1, KH, KW), got shape {w.shape}")
+        check_channels(op, x, w.shape[0], f"depthwise weight shape {w.shape}")
+    else:
+        check_channels(op, x, w.shape[1], f"weight shape {w.shape}")
+    if b is not None:
+        check_shape("bias", b, (w.shape[0],), op)
+    stride, padding = pair(stride, "stride"), pair(padding, "padding")
+    return stride, padding, check_conv_geometry(op, x, w.shape[2:], stride, padding)

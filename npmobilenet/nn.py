@@ -1,12 +1,16 @@
 """Layers as objects: ``Parameter``, ``Module``, ``Sequential`` and the layers MobileNetV2 needs.
 
 Names and constructor arguments follow ``torch.nn``, so a reader can hold the two side by side.
-A layer is thin: it holds its parameters, calls a forward/backward pair from
-:mod:`npmobilenet.functional`, and keeps the pair's cache between ``forward`` and ``backward``::
+A layer is thin: it holds its parameters, calls a forward/backward pair, and keeps the pair's
+cache between ``forward`` and ``backward``::
 
     layer = Conv2d(3, 8, kernel_size=3, padding=1)
     out = layer(x)                 # forward; keeps the cache (unless inside no_grad())
     dx = layer.backward(dout)      # returns dL/dx and *adds* dL/dweight into layer.weight.grad
+
+**The layers run the fast versions** of the pairs, :mod:`npmobilenet.functional.fast`
+(imported here as ``F``). They compute what the plain versions in :mod:`npmobilenet.functional`
+compute; the tests hold the three versions of every operation equal.
 
 Gradients accumulate across backward passes, as in PyTorch: call ``zero_grad()`` between steps.
 A backward pass may be repeated on the same cache (PyTorch's ``retain_graph=True``).
@@ -362,9 +366,9 @@ def _uniform(rng, bound, shape, dtype):
 class Conv2d(Module):
     """2-D convolution over NCHW input, PyTorch's ``nn.Conv2d``.
 
-    ``groups=1`` is a dense convolution (:func:`~npmobilenet.functional.conv2d_forward`, im2col);
+    ``groups=1`` is a dense convolution (:func:`~npmobilenet.functional.fast.conv2d_forward`, im2col);
     ``groups = in_channels = out_channels`` is a depthwise convolution
-    (:func:`~npmobilenet.functional.depthwise_conv2d_forward`, shifted multiply-adds). Those are
+    (:func:`~npmobilenet.functional.fast.depthwise_conv2d_forward`, shifted multiply-adds). Those are
     the two kinds MobileNetV2 uses; other group counts raise ``ValueError``.
 
     The weight has shape ``(out_channels, in_channels // groups, kH, kW)``. Weight and bias start
@@ -437,7 +441,7 @@ class BatchNorm2d(Module):
     mode it normalises with the batch's statistics and updates the running ones
     (``momentum`` is the weight of the new value; ``momentum=None`` gives the cumulative
     average, as in PyTorch); in eval mode it normalises with the running statistics.
-    See :func:`~npmobilenet.functional.batchnorm2d_forward` for the math.
+    See :func:`~npmobilenet.functional.norm.batchnorm2d_forward` for the math.
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):

@@ -1,26 +1,41 @@
-"""Every forward/backward pair: against PyTorch, against the loop versions, by finite differences.
+"""Every operation three ways (loops, plain, fast), against one another and against PyTorch, and by finite differences.
 
-Shapes are drawn with hypothesis: odd spatial sizes, stride 1 and 2, batch 1, one channel,
-kernels 1, 2, 3 and 5, with and without padding and bias.
+One test per operation runs all three versions and PyTorch on the same random case and
+compares the output and every gradient (:func:`torch_helpers.compare_pair`): float64 to 1e-10,
+float32 to 1e-4. Shapes are drawn with hypothesis: odd spatial sizes, stride 1 and 2, batch 1,
+one channel, kernels 1, 2, 3 and 5, with and without padding and bias. The loop versions run
+whenever the case is small enough for Python loops (most drawn cases are).
 """
 
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from torch_helpers import assert_close, compare_pair, finite_difference_check, to_torch, upstream_gradient
 
 from npmobilenet import functional as F
-from npmobilenet import reference
-from torch_helpers import (
-    assert_close,
-    compare_with_torch,
-    finite_difference_check,
-    to_torch,
-    upstream_gradient,
-)
 
 DTYPES = [np.float64, np.float32]
 SETTINGS = settings(max_examples=30, deadline=None)
+LEVELS = {"loops": F.loops, "plain": F, "fast": F.fast}
+LOOP_BUDGET = 20_000  # multiply-adds a loop version may take in a test: a few tens of milliseconds
+
+
+def versions(name, *args, loops=True):
+    """``{level: (forward, backward)}`` of operation ``name`` in each version, with ``args`` after the inputs.
+
+    ``loops=False`` leaves the loop version out (a case too big for Python loops).
+    """
+    pairs = {}
+    for level, module in LEVELS.items():
+        if level == "loops" and not loops:
+            continue
+        forward = getattr(module, f"{name}_forward")
+        pairs[level] = (lambda *inputs, forward=forward: forward(*inputs, *args), getattr(module, f"{name}_backward"))
+    return pairs
+
+
+# --- conv2d and depthwise conv2d ---------------------------------------------------------------
 
 
 @st.composite
@@ -43,93 +58,63 @@ def conv_cases(draw, depthwise=False):
     return x, weight, bias, stride, padding
 
 
-PAIRS = {
-    "conv2d": (F.conv2d_forward, F.conv2d_backward, reference.conv2d_forward, reference.conv2d_backward),
-    "depthwise": (
-        F.depthwise_conv2d_forward, F.depthwise_conv2d_backward,
-        reference.depthwise_conv2d_forward, reference.depthwise_conv2d_backward,
-    ),
-}
+def conv_work(x, w):
+    """About how many multiply-adds a convolution of ``x`` by ``w`` takes (stride 1, no padding: an upper bound)."""
+    return x.shape[0] * w.shape[0] * x.shape[2] * x.shape[3] * w[0].size
 
 
-# --- conv2d and depthwise conv2d ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize("kind", ["conv2d", "depthwise"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
-@given(data=st.data())
-def test_convolution_matches_torch(torch, dtype, kind, data):
-    """Output and the gradients of input, weight and bias, against F.conv2d (groups=C for depthwise)."""
-    forward, backward = PAIRS[kind][:2]
-    x, w, b, stride, padding = data.draw(conv_cases(depthwise=kind == "depthwise"))
-    groups = x.shape[1] if kind == "depthwise" else 1
-    compare_with_torch(
-        torch,
-        lambda x, w, b: forward(x, w, b, stride, padding),
-        backward,
-        lambda x, w, b: torch.nn.functional.conv2d(x, w, b, stride, padding, groups=groups),
-        [x, w, b],
-        dtype,
+@given(case=conv_cases())
+def test_conv2d(torch, dtype, case):
+    x, w, b, stride, padding = case
+    compare_pair(
+        torch, versions("conv2d", stride, padding, loops=conv_work(x, w) <= LOOP_BUDGET),
+        lambda x, w, b: torch.nn.functional.conv2d(x, w, b, stride, padding), [x, w, b], dtype,
     )
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(case=conv_cases(depthwise=True))
+def test_depthwise_conv2d(torch, dtype, case):
+    x, w, b, stride, padding = case
+    compare_pair(
+        torch, versions("depthwise_conv2d", stride, padding, loops=conv_work(x, w) <= LOOP_BUDGET),
+        lambda x, w, b: torch.nn.functional.conv2d(x, w, b, stride, padding, groups=x.shape[1]), [x, w, b], dtype,
+    )
+
+
+FD_LEVELS = ["plain", "fast"]  # the loop versions are checked against these and PyTorch
+
+
+@pytest.mark.parametrize("level", FD_LEVELS)
 @pytest.mark.parametrize("stride, padding, bias", [(1, 1, True), (2, 1, False), (2, 0, True), (1, 0, False)])
-def test_conv2d_finite_differences(stride, padding, bias):
+def test_conv2d_finite_differences(level, stride, padding, bias):
     rng = np.random.default_rng(2)
     b = rng.standard_normal(3) if bias else None
-    finite_difference_check(
-        lambda x, w, b: F.conv2d_forward(x, w, b, stride, padding),
-        F.conv2d_backward,
-        [rng.standard_normal((2, 2, 5, 7)), rng.standard_normal((3, 2, 3, 3)), b],
-    )
+    forward, backward = versions("conv2d", stride, padding)[level]
+    finite_difference_check(forward, backward, [rng.standard_normal((2, 2, 5, 7)), rng.standard_normal((3, 2, 3, 3)), b])
 
 
-def test_conv2d_one_by_one_is_a_matrix_product():
-    """A 1x1 convolution is ``W @ x`` per pixel: check against einsum, independent of im2col."""
-    rng = np.random.default_rng(3)
-    x, w = rng.standard_normal((2, 5, 4, 3)), rng.standard_normal((7, 5, 1, 1))
-    out, _ = F.conv2d_forward(x, w)
-    np.testing.assert_allclose(out, np.einsum("fc,nchw->nfhw", w[:, :, 0, 0], x), rtol=1e-12)
-
-
+@pytest.mark.parametrize("level", FD_LEVELS)
 @pytest.mark.parametrize("stride, padding, kernel", [(1, 1, 3), (2, 1, 3), (2, 2, 5), (1, 0, 1)])
-def test_depthwise_finite_differences(stride, padding, kernel):
+def test_depthwise_conv2d_finite_differences(level, stride, padding, kernel):
     rng = np.random.default_rng(4)
+    forward, backward = versions("depthwise_conv2d", stride, padding)[level]
     finite_difference_check(
-        lambda x, w, b: F.depthwise_conv2d_forward(x, w, b, stride, padding),
-        F.depthwise_conv2d_backward,
+        forward, backward,
         [rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((3, 1, kernel, kernel)), rng.standard_normal(3)],
     )
 
 
-@pytest.mark.parametrize("kind", PAIRS)
-@SETTINGS
-@given(data=st.data())
-def test_vectorised_matches_loop_reference(kind, data):
-    """The vectorised pair and the naive loops agree, forward and every gradient, in float64."""
-    forward, backward, loop_forward, loop_backward = PAIRS[kind]
-    x, w, b, stride, padding = data.draw(conv_cases(depthwise=kind == "depthwise"))
-    out, cache = forward(x, w, b, stride, padding)
-    loop_out, loop_cache = loop_forward(x, w, b, stride, padding)
-    np.testing.assert_allclose(out, loop_out, rtol=1e-12, atol=1e-12)
-    dout = upstream_gradient(out.shape, seed=1)
-    for grad, loop_grad in zip(backward(dout, cache), loop_backward(dout, loop_cache)):
-        if loop_grad is None:
-            assert grad is None
-        else:
-            np.testing.assert_allclose(grad, loop_grad, rtol=1e-12, atol=1e-12)
-
-
-def test_loop_reference_agrees_with_torch(torch):
-    """The loop versions are the yardstick, so check the yardstick too."""
-    rng = np.random.default_rng(5)
-    x, w, wd = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((3, 1, 3, 3))
-    tx = to_torch(torch, x)
-    out, _ = reference.conv2d_forward(x, w, None, 2, 1)
-    np.testing.assert_allclose(out, torch.nn.functional.conv2d(tx, to_torch(torch, w), None, 2, 1).numpy(), rtol=1e-12, atol=1e-12)
-    out, _ = reference.depthwise_conv2d_forward(x, wd, None, 1, 1)
-    np.testing.assert_allclose(out, torch.nn.functional.conv2d(tx, to_torch(torch, wd), None, 1, 1, groups=3).numpy(), rtol=1e-12, atol=1e-12)
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_conv2d_one_by_one_is_a_matrix_product(level):
+    """A 1x1 convolution is ``W @ x`` per pixel: check against einsum, independent of im2col."""
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((2, 5, 4, 3)), rng.standard_normal((7, 5, 1, 1))
+    out, _ = LEVELS[level].conv2d_forward(x, w)
+    np.testing.assert_allclose(out, np.einsum("fc,nchw->nfhw", w[:, :, 0, 0], x), rtol=1e-12)
 
 
 # --- batch norm ---------------------------------------------------------------------------------
@@ -150,42 +135,64 @@ def batchnorm_cases(draw):
     return x, gamma, beta, running_mean, running_var, momentum
 
 
+def batchnorm_versions(running_mean, running_var, training, momentum, dtype):
+    """Every version of batch norm, each backward form, each with its own copy of the running statistics.
+
+    Returns the pairs and ``{label: (running_mean, running_var)}``, which the forward passes update.
+    """
+    pairs, statistics = {}, {}
+    forms = [("", "batchnorm2d_backward"), ("-graph", "batchnorm2d_backward_graph")]
+    for level, module in LEVELS.items():
+        for suffix, backward in forms:
+            if not hasattr(module, backward):
+                continue  # the fast version has the simplified form only
+            label = level + suffix
+            statistics[label] = (running_mean.astype(dtype), running_var.astype(dtype))
+            mean, var = statistics[label]
+            forward = lambda x, g, b, module=module, mean=mean, var=var: module.batchnorm2d_forward(  # noqa: E731
+                x, g, b, mean, var, training, momentum
+            )
+            pairs[label] = (forward, getattr(module, backward))
+    return pairs, statistics
+
+
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
 @given(case=batchnorm_cases())
-def test_batchnorm_matches_torch(torch, dtype, training, case):
+def test_batchnorm(torch, dtype, training, case):
     x, gamma, beta, running_mean, running_var, momentum = case
     # In training mode dx is the part of dout orthogonal to 1 and x_hat, a space of M - 2
     # dimensions for M values per channel. For small M it can be almost nothing by chance,
     # below float32's resolution of the terms that cancel; float32 takes M >= 8, where that
     # chance is negligible, and float64 every M >= 3.
     assume(dtype == np.float64 or not training or x.size // x.shape[1] >= 8)
-    mean, var = running_mean.astype(dtype), running_var.astype(dtype)
-    torch_mean, torch_var = to_torch(torch, mean), to_torch(torch, var)
-    compare_with_torch(
-        torch,
-        lambda x, g, b: F.batchnorm2d_forward(x, g, b, mean, var, training, momentum),
-        F.batchnorm2d_backward,
+    pairs, statistics = batchnorm_versions(running_mean, running_var, training, momentum, dtype)
+    torch_mean, torch_var = to_torch(torch, running_mean.astype(dtype)), to_torch(torch, running_var.astype(dtype))
+    compare_pair(
+        torch, pairs,
         lambda x, g, b: torch.nn.functional.batch_norm(x, torch_mean, torch_var, g, b, training, momentum),
-        [x, gamma, beta],
-        dtype,
+        [x, gamma, beta], dtype,
     )
-    assert_close(mean, torch_mean.numpy(), dtype, "running_mean after the step")
-    assert_close(var, torch_var.numpy(), dtype, "running_var after the step")
-    if not training:
-        np.testing.assert_array_equal(mean, running_mean.astype(dtype))
+    assert set(pairs) == {"loops", "loops-graph", "plain", "plain-graph", "fast"}
+    for label, (mean, var) in statistics.items():
+        assert_close(mean, torch_mean.numpy(), dtype, f"{label}: running_mean after the step")
+        assert_close(var, torch_var.numpy(), dtype, f"{label}: running_var after the step")
+        if not training:
+            np.testing.assert_array_equal(mean, running_mean.astype(dtype))
 
 
-def test_batchnorm_two_values_per_channel(torch):
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_batchnorm_two_values_per_channel(torch, level):
     """With M = 2 values per channel, x_hat is -1 and +1 (up to eps) whatever x is, so the output
     is gamma * (-1, +1) + beta and dx is nothing but the eps term: about eps / var, not 0."""
     x = np.array([[[[1.5]], [[-2.0]]], [[[4.0]], [[0.5]]]])  # (2, 2, 1, 1): two values per channel
     gamma, beta = np.array([2.0, -1.0]), np.array([0.5, 0.25])
-    out, cache = F.batchnorm2d_forward(x, gamma, beta, None, None, training=True)
+    module = LEVELS[level]
+    out, cache = module.batchnorm2d_forward(x, gamma, beta, None, None, training=True)
     np.testing.assert_allclose(out[:, :, 0, 0], [[-1.5, 1.25], [2.5, -0.75]], atol=1e-5)
     dout = upstream_gradient(x.shape, seed=0)
-    dx, dgamma, dbeta = F.batchnorm2d_backward(dout, cache)
+    dx, dgamma, dbeta = module.batchnorm2d_backward(dout, cache)
     assert np.max(np.abs(dx)) < 1e-5
     tx = to_torch(torch, x, requires_grad=True)
     torch.nn.functional.batch_norm(tx, None, None, to_torch(torch, gamma), to_torch(torch, beta), True).backward(
@@ -194,27 +201,32 @@ def test_batchnorm_two_values_per_channel(torch):
     np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=0, atol=1e-15)  # float64 rounding of O(1) terms
 
 
-def test_batchnorm_running_update_uses_unbiased_variance():
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_batchnorm_running_update_uses_unbiased_variance(level):
     """PyTorch's rule, written out independently: momentum weighs the new batch, variance / (M - 1)."""
     rng = np.random.default_rng(6)
     x = rng.standard_normal((3, 2, 4, 5)) * 2 + 1
     running_mean, running_var = np.array([0.5, -1.0]), np.array([2.0, 0.3])
     expected_mean = 0.7 * running_mean + 0.3 * x.mean(axis=(0, 2, 3))
     expected_var = 0.7 * running_var + 0.3 * x.var(axis=(0, 2, 3), ddof=1)
-    F.batchnorm2d_forward(x, np.ones(2), np.zeros(2), running_mean, running_var, True, momentum=0.3)
+    LEVELS[level].batchnorm2d_forward(x, np.ones(2), np.zeros(2), running_mean, running_var, True, momentum=0.3)
     np.testing.assert_allclose(running_mean, expected_mean, rtol=1e-14)
     np.testing.assert_allclose(running_var, expected_var, rtol=1e-14)
 
 
+@pytest.mark.parametrize("backward", ["batchnorm2d_backward", "batchnorm2d_backward_graph"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_batchnorm_finite_differences(training):
+def test_batchnorm_finite_differences(training, backward):
     rng = np.random.default_rng(7)
     running_mean, running_var = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
-    finite_difference_check(
-        lambda x, g, b: F.batchnorm2d_forward(x, g, b, running_mean.copy(), running_var.copy(), training),
-        F.batchnorm2d_backward,
-        [rng.standard_normal((2, 3, 4, 3)) * 2 + 1, rng.uniform(0.5, 2, 3), rng.standard_normal(3)],
-    )
+    for module in (F, F.fast):
+        if not hasattr(module, backward):
+            continue
+        finite_difference_check(
+            lambda x, g, b: module.batchnorm2d_forward(x, g, b, running_mean.copy(), running_var.copy(), training),
+            getattr(module, backward),
+            [rng.standard_normal((2, 3, 4, 3)) * 2 + 1, rng.uniform(0.5, 2, 3), rng.standard_normal(3)],
+        )
 
 
 # --- activations ----------------------------------------------------------------------------------
@@ -230,73 +242,99 @@ def activation_input(shape, seed):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(
-    "name", ["relu", "relu6"]
-)
-def test_activation_matches_torch_including_the_kinks(torch, dtype, name):
-    torch_op = {"relu": torch.nn.functional.relu, "relu6": torch.nn.functional.relu6}[name]
-    forward, backward = getattr(F, f"{name}_forward"), getattr(F, f"{name}_backward")
-    x = activation_input((3, 4, 5, 7), seed=8)
-    compare_with_torch(torch, forward, backward, torch_op, [x], dtype)
-
-
-def test_relu6_gradient_is_zero_at_and_above_six_and_at_zero():
-    x = np.array([-1.0, 0.0, 0.5, 5.99, 6.0, 7.0])
-    out, cache = F.relu6_forward(x)
-    np.testing.assert_array_equal(out, [0.0, 0.0, 0.5, 5.99, 6.0, 6.0])
-    np.testing.assert_array_equal(F.relu6_backward(np.ones(6), cache), [0, 0, 1, 1, 0, 0])
-
-
 @pytest.mark.parametrize("name", ["relu", "relu6"])
-def test_activation_finite_differences(name):
+def test_activation(torch, dtype, name):
+    """Including the kinks, where PyTorch's gradient is 0."""
+    torch_op = {"relu": torch.nn.functional.relu, "relu6": torch.nn.functional.relu6}[name]
+    compare_pair(torch, versions(name), torch_op, [activation_input((3, 4, 5, 7), seed=8)], dtype)
+
+
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_relu6_gradient_is_zero_at_and_above_six_and_at_zero(level):
+    x = np.array([-1.0, 0.0, 0.5, 5.99, 6.0, 7.0])
+    module = LEVELS[level]
+    out, cache = module.relu6_forward(x)
+    np.testing.assert_array_equal(out, [0.0, 0.0, 0.5, 5.99, 6.0, 6.0])
+    np.testing.assert_array_equal(module.relu6_backward(np.ones(6), cache), [0, 0, 1, 1, 0, 0])
+
+
+@pytest.mark.parametrize("level", FD_LEVELS)
+@pytest.mark.parametrize("name", ["relu", "relu6"])
+def test_activation_finite_differences(level, name):
     x = np.random.default_rng(9).uniform(-3.0, 9.0, (2, 3, 4, 5))
     x[np.abs(x) < 1e-3] = 0.5  # central differences are meaningless at a kink
     x[np.abs(x - 6) < 1e-3] = 5.5
-    finite_difference_check(getattr(F, f"{name}_forward"), getattr(F, f"{name}_backward"), [x])
+    finite_difference_check(*versions(name)[level], [x])
 
 
 # --- dropout ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout(dtype):
+    """With the same seed every version drops the same values and scales the rest alike, forward and backward.
+
+    PyTorch draws its own random numbers, so the comparison with it is by statistics:
+    :func:`test_dropout_uses_torch_meaning_of_p_and_scaling`.
+    """
+    rng = np.random.default_rng(10)
+    x, dout = rng.uniform(1.0, 2.0, (3, 4, 5)).astype(dtype), upstream_gradient((3, 4, 5), seed=0).astype(dtype)
+    results = {}
+    for level, module in LEVELS.items():
+        out, cache = module.dropout_forward(x, 0.4, True, np.random.default_rng(11))
+        results[level] = (out, module.dropout_backward(dout, cache))
+    for level, (out, dx) in results.items():
+        assert_close(out, results["plain"][0], dtype, f"{level}: forward output")
+        assert_close(dx, results["plain"][1], dtype, f"{level}: gradient")
+    assert 0 < np.count_nonzero(results["plain"][0]) < x.size  # some dropped, some kept
 
 
 def test_dropout_uses_torch_meaning_of_p_and_scaling(torch):
     """Both drop a fraction p and scale the survivors by exactly 1 / (1 - p)."""
     x = np.random.default_rng(10).uniform(1.0, 2.0, (200, 500))  # no zeros: a zero output means dropped
     p = 0.3
-    out, mask = F.dropout_forward(x, p, True, np.random.default_rng(11))
-    torch_out = torch.nn.functional.dropout(to_torch(torch, x), p, True).numpy()
-    for result in (out, torch_out):
-        kept = result != 0
-        assert abs((1 - kept.mean()) - p) < 0.005  # 100,000 draws: the standard error is 0.0015
-        np.testing.assert_allclose(result[kept] / x[kept], 1 / (1 - p), rtol=1e-12)
-    dout = np.random.default_rng(12).standard_normal(x.shape)
-    np.testing.assert_array_equal(F.dropout_backward(dout, mask) != 0, out != 0)
-    np.testing.assert_allclose(F.dropout_backward(dout, mask), dout * (out / x), rtol=1e-12)
+    for level in ("plain", "fast"):  # the same code: fast uses the plain version
+        out, mask = LEVELS[level].dropout_forward(x, p, True, np.random.default_rng(11))
+        torch_out = torch.nn.functional.dropout(to_torch(torch, x), p, True).numpy()
+        for result in (out, torch_out):
+            kept = result != 0
+            assert abs((1 - kept.mean()) - p) < 0.005  # 100,000 draws: the standard error is 0.0015
+            np.testing.assert_allclose(result[kept] / x[kept], 1 / (1 - p), rtol=1e-12)
+        dout = np.random.default_rng(12).standard_normal(x.shape)
+        np.testing.assert_array_equal(F.dropout_backward(dout, mask) != 0, out != 0)
+        np.testing.assert_allclose(F.dropout_backward(dout, mask), dout * (out / x), rtol=1e-12)
 
 
-def test_dropout_same_seed_same_mask():
-    x = np.ones((4, 1000), dtype=np.float32)
-    first, _ = F.dropout_forward(x, 0.5, True, np.random.default_rng(42))
-    second, _ = F.dropout_forward(x, 0.5, True, np.random.default_rng(42))
-    other, _ = F.dropout_forward(x, 0.5, True, np.random.default_rng(43))
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_dropout_same_seed_same_mask(level):
+    x = np.ones((4, 50), dtype=np.float32)
+    forward = LEVELS[level].dropout_forward
+    first, _ = forward(x, 0.5, True, np.random.default_rng(42))
+    second, _ = forward(x, 0.5, True, np.random.default_rng(42))
+    other, _ = forward(x, 0.5, True, np.random.default_rng(43))
     np.testing.assert_array_equal(first, second)
     assert not np.array_equal(first, other)
     assert first.dtype == np.float32
 
 
+@pytest.mark.parametrize("level", list(LEVELS))
 @pytest.mark.parametrize("training, p", [(False, 0.5), (True, 0.0)])
-def test_dropout_identity_in_eval_and_at_p_zero(training, p):
+def test_dropout_identity_in_eval_and_at_p_zero(level, training, p):
     x = np.random.default_rng(13).standard_normal((3, 5))
-    out, cache = F.dropout_forward(x, p, training, np.random.default_rng(0))
+    module = LEVELS[level]
+    out, cache = module.dropout_forward(x, p, training, np.random.default_rng(0))
     assert out is x
     dout = np.ones_like(x)
-    np.testing.assert_array_equal(F.dropout_backward(dout, cache), dout)
+    np.testing.assert_array_equal(module.dropout_backward(dout, cache), dout)
 
 
-def test_dropout_p_one_drops_everything(torch):
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_dropout_p_one_drops_everything(torch, level):
     x = np.random.default_rng(14).standard_normal((3, 5))
-    out, cache = F.dropout_forward(x, 1.0, True, np.random.default_rng(0))
+    module = LEVELS[level]
+    out, cache = module.dropout_forward(x, 1.0, True, np.random.default_rng(0))
     np.testing.assert_array_equal(out, torch.nn.functional.dropout(to_torch(torch, x), 1.0, True).numpy())
-    np.testing.assert_array_equal(F.dropout_backward(np.ones_like(x), cache), np.zeros_like(x))
+    np.testing.assert_array_equal(module.dropout_backward(np.ones_like(x), cache), np.zeros_like(x))
 
 
 def test_dropout_finite_differences():
@@ -323,8 +361,8 @@ def linear_cases(draw):
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
 @given(case=linear_cases())
-def test_linear_matches_torch(torch, dtype, case):
-    compare_with_torch(torch, F.linear_forward, F.linear_backward, torch.nn.functional.linear, list(case), dtype)
+def test_linear(torch, dtype, case):
+    compare_pair(torch, versions("linear"), torch.nn.functional.linear, list(case), dtype)
 
 
 def test_linear_finite_differences():
@@ -336,36 +374,30 @@ def test_linear_finite_differences():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 7, 5), (3, 4, 1, 9)])
-def test_global_avg_pool_matches_torch(torch, dtype, shape):
-    x = np.random.default_rng(18).standard_normal(shape)
-    compare_with_torch(
-        torch, F.global_avg_pool_forward, F.global_avg_pool_backward,
-        lambda x: torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1), [x], dtype,
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 7, 5), (3, 4, 1, 9), (2, 3, 9, 17)])
+def test_global_avg_pool(torch, dtype, shape):
+    compare_pair(
+        torch, versions("global_avg_pool"),
+        lambda x: torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1),
+        [np.random.default_rng(18).standard_normal(shape)], dtype,
     )
 
 
-def test_global_avg_pool_finite_differences():
-    finite_difference_check(
-        F.global_avg_pool_forward, F.global_avg_pool_backward,
-        [np.random.default_rng(19).standard_normal((2, 3, 5, 4))],
-    )
+@pytest.mark.parametrize("level", FD_LEVELS)
+def test_global_avg_pool_finite_differences(level):
+    finite_difference_check(*versions("global_avg_pool")[level], [np.random.default_rng(19).standard_normal((2, 3, 5, 4))])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("scale", [1.0, 1e4], ids=["normal", "huge-logits"])
-def test_softmax_cross_entropy_matches_torch(torch, dtype, scale):
+def test_softmax_cross_entropy(torch, dtype, scale):
     rng = np.random.default_rng(20)
-    logits = rng.standard_normal((6, 10)) * scale
-    targets = rng.integers(0, 10, 6)
-    loss, cache = F.softmax_cross_entropy_forward(logits.astype(dtype), targets)
-    assert np.isfinite(loss)
-    torch_logits = to_torch(torch, logits.astype(dtype), requires_grad=True)
-    torch_loss = torch.nn.functional.cross_entropy(torch_logits, torch.from_numpy(targets))
-    dloss = 0.7
-    torch_loss.backward(torch.tensor(dloss, dtype=torch_loss.dtype))
-    assert_close(loss, torch_loss.detach().numpy(), dtype, "loss")
-    assert_close(F.softmax_cross_entropy_backward(dloss, cache), torch_logits.grad.numpy(), dtype, "dlogits")
+    logits, targets = rng.standard_normal((6, 10)) * scale, rng.integers(0, 10, 6)
+    results = compare_pair(
+        torch, versions("softmax_cross_entropy", targets),
+        lambda z: torch.nn.functional.cross_entropy(z, torch.from_numpy(targets)), [logits], dtype,
+    )
+    assert all(np.isfinite(out) for out, _ in results.values())
 
 
 def test_softmax_cross_entropy_finite_differences():
@@ -389,26 +421,27 @@ def test_softmax_is_stable_and_sums_to_one(torch):
 # --- dtypes ------------------------------------------------------------------------------------------
 
 
-def test_every_pair_keeps_float32():
-    """No silent upcast: float32 in, float32 out, float32 gradients."""
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_every_pair_keeps_float32(level):
+    """No silent upcast: float32 in, float32 out, float32 gradients, in every version."""
+    module = LEVELS[level]
     rng = np.random.default_rng(22)
     x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
     ones, zeros = np.ones(3, np.float32), np.zeros(3, np.float32)
     cases = [
-        (F.conv2d_forward, F.conv2d_backward, (x, rng.standard_normal((4, 3, 3, 3)).astype(np.float32))),
-        (F.depthwise_conv2d_forward, F.depthwise_conv2d_backward, (x, rng.standard_normal((3, 1, 3, 3)).astype(np.float32))),
-        (F.batchnorm2d_forward, F.batchnorm2d_backward, (x, ones, zeros, zeros.copy(), ones.copy(), True)),
-        (F.relu_forward, F.relu_backward, (x,)),
-        (F.relu6_forward, F.relu6_backward, (x,)),
-        (F.dropout_forward, F.dropout_backward, (x, 0.5, True, rng)),
-        (F.global_avg_pool_forward, F.global_avg_pool_backward, (x,)),
-        (F.linear_forward, F.linear_backward, (x[:, :, 0, 0], rng.standard_normal((4, 3)).astype(np.float32))),
+        ("conv2d", (x, rng.standard_normal((4, 3, 3, 3)).astype(np.float32))),
+        ("depthwise_conv2d", (x, rng.standard_normal((3, 1, 3, 3)).astype(np.float32))),
+        ("batchnorm2d", (x, ones, zeros, zeros.copy(), ones.copy(), True)),
+        ("relu", (x,)),
+        ("relu6", (x,)),
+        ("dropout", (x, 0.5, True, rng)),
+        ("global_avg_pool", (x,)),
+        ("linear", (x[:, :, 0, 0], rng.standard_normal((4, 3)).astype(np.float32))),
+        ("softmax_cross_entropy", (x[:, :, 0, 0], np.array([0, 2]))),
     ]
-    for forward, backward, args in cases:
-        out, cache = forward(*args)
-        assert out.dtype == np.float32, forward.__name__
-        grads = backward(np.ones_like(out), cache)
+    for name, args in cases:
+        out, cache = getattr(module, f"{name}_forward")(*args)
+        assert out.dtype == np.float32, name
+        grads = getattr(module, f"{name}_backward")(np.ones_like(out), cache)
         for grad in grads if isinstance(grads, tuple) else (grads,):
-            assert grad is None or grad.dtype == np.float32, backward.__name__
-    loss, cache = F.softmax_cross_entropy_forward(x[:, :, 0, 0], np.array([0, 2]))
-    assert loss.dtype == np.float32 and F.softmax_cross_entropy_backward(1.0, cache).dtype == np.float32
+            assert grad is None or grad.dtype == np.float32, name

@@ -1,48 +1,22 @@
-"""Stateless forward/backward pairs, one per operation, in the CS231n style.
+"""The fast versions of the operations: what :mod:`npmobilenet.nn` runs.
 
-Every operation has a pair::
-
-    out, cache = conv2d_forward(x, w, b, stride, padding)
-    dx, dw, db = conv2d_backward(dout, cache)
-
-The forward returns its output and a ``cache`` holding exactly what the backward needs; the
-backward takes the upstream gradient ``dout = dL/dout`` and returns the gradient of the loss
-with respect to each input, in the order the forward took them. A pair reads no global state
-(batch norm updates the running statistics it is given, in place, as PyTorch's does). Arrays
-have NCHW shapes, and every op keeps the dtype it is given. Each op accepts either memory
-order and stores its output channels-last, PyTorch's ``channels_last`` memory format (see
-:mod:`npmobilenet.functional.fast.layout`): same shape, same values, faster to compute with.
-
-For inference there are also ``relu(x)`` and ``relu6(x)`` (the activation without a mask for
-backward) and ``fold_batchnorm`` (the weights of one convolution that equals a convolution
-followed by batch norm in eval mode).
+Each file computes what the plain version of the same name in :mod:`npmobilenet.functional`
+computes, and its docstring lists only what differs and why that is faster: channels-last
+memory, column phases, cache-sized blocks, accurate channel sums, batch norm folded into the
+convolution for inference. The speed layer they share is :mod:`npmobilenet.functional.fast.layout`.
+Where the plain version is already as fast as it gets (dropout, linear, the loss), the fast
+file says so and uses it as it is.
 """
 
-from .layout import channels_last
-from .activation import (
-    relu,
-    relu6,
-    relu6_backward,
-    relu6_forward,
-    relu_backward,
-    relu_forward,
-)
+from .activation import relu, relu6, relu6_backward, relu6_forward, relu_backward, relu_forward
 from .conv import conv2d_backward, conv2d_forward
 from .depthwise import depthwise_conv2d_backward, depthwise_conv2d_forward
 from .dropout import dropout_backward, dropout_forward
-from .linear import (
-    global_avg_pool_backward,
-    global_avg_pool_forward,
-    linear_backward,
-    linear_forward,
-)
-from .loss import (
-    log_softmax,
-    softmax,
-    softmax_cross_entropy_backward,
-    softmax_cross_entropy_forward,
-)
+from .layout import channels_last
+from .linear import linear_backward, linear_forward
+from .loss import log_softmax, softmax, softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from .norm import batchnorm2d_backward, batchnorm2d_forward, fold_batchnorm
+from .pooling import global_avg_pool_backward, global_avg_pool_forward
 
 __all__ = [
     "conv2d_forward", "conv2d_backward",

@@ -1,9 +1,15 @@
-"""The activations MobileNetV2 uses: ReLU and ReLU6, elementwise.
+"""ReLU and ReLU6, fast: what :mod:`npmobilenet.nn` runs.
 
-``relu(x)`` and ``relu6(x)`` compute the activation alone (for inference); the forward pairs
-also return the mask the backward pass needs. With ``inplace=True`` the result is written over
-``x`` (PyTorch's ``nn.ReLU6(inplace=True)``, which torchvision's MobileNetV2 uses): no new
-array, one pass over memory less. Only use it on an array nothing else needs afterwards.
+They compute what :mod:`npmobilenet.functional.activation` computes, with these differences:
+
+* **The cache is a bool mask** (where the slope is 1), a quarter of the memory of the float32
+  input the plain version keeps; and it is made in the forward pass, so the backward pass is
+  one multiplication.
+* **In place**: with ``inplace=True`` the result is written over ``x`` (PyTorch's
+  ``nn.ReLU6(inplace=True)``, which torchvision's MobileNetV2 uses): no new array, one pass
+  over memory less. Only use it on an array nothing else needs afterwards.
+* **No mask for inference**: ``relu(x)`` and ``relu6(x)`` compute the activation alone, for a
+  forward pass under ``no_grad()`` that no backward pass follows.
 """
 
 import numpy as np

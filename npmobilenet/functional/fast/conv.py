@@ -1,59 +1,49 @@
-"""2-D convolution (``groups=1``) by im2col: every window becomes a row, then one matrix product.
+"""2-D convolution (``groups=1``), fast: what :mod:`npmobilenet.nn` runs.
 
-Shapes: input ``x`` is ``(N, C, H, W)``, weight ``w`` is ``(F, C, KH, KW)``, optional bias ``b``
-is ``(F,)``, output is ``(N, F, OH, OW)`` with ``OH = (H + 2*ph - KH) // sh + 1`` (same for W).
-The output is stored channels-last (see :mod:`npmobilenet.functional.fast.layout`): the matrix
-product gives one row of ``F`` values per output pixel, which is exactly that memory order.
+It computes what :mod:`npmobilenet.functional.conv` computes (im2col, then one matrix product;
+col2im for the backward pass), with these differences, each for speed:
+
+* **Channels-last memory** (see :mod:`npmobilenet.functional.fast.layout`). The input is read
+  as its ``(N*H*W, C)`` matrix of pixels and the matrix product gives one row of ``F`` values
+  per output pixel, which is already channels-last: no transposes before or after.
+* **1x1 convolutions copy nothing.** For a 1x1 kernel with stride 1 (most of MobileNetV2's
+  work) the im2col matrix *is* the input's matrix of pixels, a view. Only the stem's 3x3 conv
+  builds columns.
+* **Columns from tap views.** Where columns are needed, each kernel position's slice is
+  copied from the padded column phases (:func:`~npmobilenet.functional.fast.layout.padded_column_phases`),
+  whose rows are contiguous even at stride 2; col2im adds back into phases the same way.
+* **The bias gradient** is an accurate channel sum
+  (:func:`~npmobilenet.functional.fast.layout.channel_sums`).
+* The cache keeps the input and the weight, not the columns, which are cheap to make again
+  and can be big.
 """
 
 import numpy as np
 
-from ..._checks import (
-    check_channels,
-    check_conv_geometry,
-    check_float_array,
-    check_same_dtype,
-    check_shape,
-    pair,
-)
+from ..._checks import check_conv_arguments
 from .layout import (
     channel_sums,
+    empty_phases,
     from_nhwc,
+    interleave_columns,
     nhwc,
-    pad_nhwc,
+    padded_column_phases,
     pixels_by_channels,
     tap_view,
-    unpad_nhwc,
-    windows_view,
+    unpad,
 )
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
-    """Forward pass of a convolution, PyTorch's ``F.conv2d(x, w, b, stride, padding)``.
+    """Forward pass, PyTorch's ``F.conv2d(x, w, b, stride, padding)``, as :func:`npmobilenet.functional.conv.conv2d_forward`.
 
     ``out[n, f, i, j] = b[f] + sum_{c, p, q} w[f, c, p, q] * xp[n, c, i*sh + p, j*sw + q]``
 
-    where ``xp`` is ``x`` zero-padded by ``padding``. im2col lays the windows out as rows:
-    ``cols`` has shape ``(N*OH*OW, KH*KW*C)``, one row per output pixel, and the weight becomes
-    a ``(F, KH*KW*C)`` matrix ``W`` with its columns in the same order, so the sum above is the
-    single matrix product ``cols @ W.T`` of shape ``(N*OH*OW, F)``: BLAS does the work. For a
-    1x1 convolution with stride 1 (most of MobileNetV2's work) ``cols`` is the input itself,
-    viewed as its ``(N*H*W, C)`` matrix of pixels, and nothing is copied.
-
-    Returns ``out`` and the ``cache`` that :func:`conv2d_backward` needs: the input and the
-    weight, not the columns, which are cheap to make again and can be big.
+    computed as ``cols @ W.T`` with ``cols`` of shape ``(N*OH*OW, KH*KW*C)`` (channels fastest)
+    and the weight as the ``(F, KH*KW*C)`` matrix ``W`` with its columns in the same order.
     """
-    op = "conv2d"
-    check_float_array("input", x, op, ndim=4)
-    check_float_array("weight", w, op, ndim=4)
-    check_same_dtype(op, x, weight=w, bias=b)
-    check_channels(op, x, w.shape[1], f"weight shape {w.shape}")
-    f = w.shape[0]
-    if b is not None:
-        check_shape("bias", b, (f,), op)
-    kernel_size, stride, padding = w.shape[2:], pair(stride, "stride"), pair(padding, "padding")
-    out_size = check_conv_geometry(op, x, kernel_size, stride, padding)
-
+    stride, padding, out_size = check_conv_arguments("conv2d", x, w, b, stride, padding)
+    kernel_size, f = w.shape[2:], w.shape[0]
     cols = im2col(x, kernel_size, stride, padding, out_size)
     out = cols @ weight_matrix(w).T  # (N*OH*OW, KH*KW*C) @ (KH*KW*C, F)
     if b is not None:
@@ -65,14 +55,9 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 def conv2d_backward(dout, cache):
     """Backward pass of :func:`conv2d_forward`: returns ``(dx, dw, db)``, ``db`` None without bias.
 
-    With ``out = cols @ W.T`` (``dout`` as its ``(N*OH*OW, F)`` matrix of pixels):
-
-    * ``dW = dout.T @ cols``: one matrix product sums over every pixel of every image;
-    * ``db[f] = sum_{n, i, j} dout[n, f, i, j]``;
-    * ``dcols = dout @ W``, and col2im sends each entry of a row back to the input pixel it
-      was read from. An input pixel sits in several windows, so its gradient is a sum.
-      Summing kernel position by kernel position (nine strided slices for a 3x3 kernel)
-      adds each slice in one vectorised step, with no ``np.add.at`` and no loop over pixels.
+    As :func:`npmobilenet.functional.conv.conv2d_backward`: ``dW = dout.T @ cols``,
+    ``db = sum(dout)``, ``dcols = dout @ W`` and col2im, with ``dout`` as its
+    ``(N*OH*OW, F)`` matrix of pixels.
     """
     x, w, has_bias, stride, padding = cache
     kernel_size, out_size = w.shape[2:], dout.shape[2:]
@@ -101,27 +86,34 @@ def im2col(x, kernel_size, stride, padding, out_size):
     """The ``(N*OH*OW, KH*KW*C)`` matrix whose row ``(n, i, j)`` is the window under output pixel ``(i, j)``.
 
     A row lists the window's values kernel row by kernel row, channels fastest, which is the
-    order of :func:`weight_matrix`'s columns.
+    order of :func:`weight_matrix`'s columns. For a 1x1 kernel at stride 1 it is the input's
+    matrix of pixels, with no copy.
     """
     if is_pointwise(kernel_size, stride, padding):
         return pixels_by_channels(x)
-    windows = windows_view(pad_nhwc(nhwc(x), padding), kernel_size, stride, out_size)
-    return windows.reshape(-1, kernel_size[0] * kernel_size[1] * x.shape[1])  # the one copy
+    (kh, kw), (oh, ow) = kernel_size, out_size
+    phases = padded_column_phases(nhwc(x), padding, stride[1])
+    windows = np.empty((x.shape[0], oh, ow, kh, kw, x.shape[1]), dtype=x.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            windows[:, :, :, p, q] = tap_view(phases, p, q, stride, oh, ow)
+    return windows.reshape(-1, kh * kw * x.shape[1])
 
 
 def col2im(dcols, x_shape, kernel_size, stride, padding, out_size):
     """Sum window gradients ``(N*OH*OW, KH*KW*C)`` back into an input-shaped (channels-last) array.
 
     The adjoint of :func:`im2col`: for each kernel position ``(p, q)`` the ``C`` columns that
-    came from it are added into the strided slice of the padded input they were read from.
+    came from it are added into the tap view of the padded input they were read from,
+    gathered in column phases and then put back in column order.
     """
     n, c, height, width = x_shape
     if is_pointwise(kernel_size, stride, padding):
         return from_nhwc(dcols.reshape(n, height, width, c))
-    (kh, kw), (ph, pw), (oh, ow) = kernel_size, padding, out_size
-    dcols = dcols.reshape(n, oh, ow, kh, kw, c)
-    dxp = np.zeros((n, height + 2 * ph, width + 2 * pw, c), dtype=dcols.dtype)
+    (kh, kw), (oh, ow) = kernel_size, out_size
+    dwindows = dcols.reshape(n, oh, ow, kh, kw, c)
+    dphases = empty_phases((n, height, width, c), padding, stride[1], dcols.dtype, zeros=True)
     for p in range(kh):
         for q in range(kw):
-            tap_view(dxp, p, q, stride, oh, ow)[...] += dcols[:, :, :, p, q]
-    return from_nhwc(np.ascontiguousarray(unpad_nhwc(dxp, padding)))
+            tap_view(dphases, p, q, stride, oh, ow)[...] += dwindows[:, :, :, p, q]
+    return from_nhwc(np.ascontiguousarray(unpad(interleave_columns(dphases), padding)))

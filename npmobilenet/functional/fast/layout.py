@@ -1,12 +1,14 @@
-"""How the operations lay out and walk their arrays: channels-last memory, padding, windows, blocks.
+"""The speed layer under the fast operations: memory order, padding, tap views, blocks, channel sums.
+
+Every fast operation is built from these few pieces, one way each:
 
 **Channels-last memory.** Every array here has PyTorch's NCHW *shape*, ``(N, C, H, W)``; what
 differs is the order of its values in memory. A NumPy array made by ``np.zeros((N, C, H, W))``
-stores each channel's ``H x W`` plane in one piece (NCHW memory). The operations of this package
-store their outputs *channels-last* instead: the ``C`` values of one pixel sit next to each
-other (NHWC memory), and the array is a transposed view that still has the shape
-``(N, C, H, W)``. This is PyTorch's ``torch.channels_last`` memory format. Indexing, shapes and
-results are the same either way; only the speed differs:
+stores each channel's ``H x W`` plane in one piece (NCHW memory). The fast operations store
+their outputs *channels-last* instead: the ``C`` values of one pixel sit next to each other
+(NHWC memory), and the array is a transposed view that still has the shape ``(N, C, H, W)``.
+This is PyTorch's ``torch.channels_last`` memory format. Indexing, shapes and results are the
+same either way; only the speed differs:
 
 * a 1x1 convolution becomes one matrix product ``(N*H*W, C) @ (C, F)`` over the pixels, with
   no copy of its input;
@@ -18,18 +20,27 @@ results are the same either way; only the speed differs:
 back, and :func:`channels_last` converts an array with NCHW memory (a copy, made once, at a
 model's input). Every operation accepts either memory order.
 
-**Blocks.** NumPy runs one operation over a whole array before the next one starts. When
-several operations follow each other over a big array (the nine taps of a depthwise
-convolution, the steps of batch norm), each would stream the array from main memory and back.
-Done on a block of rows at a time (:func:`row_blocks`, :func:`row_slices`), the block stays
-in the processor's cache between the steps, and only the first read and the last write go
-to main memory.
+**Padding, in column phases** (:func:`padded_column_phases`). A convolution reads the input
+zero-padded. At stride 2 a kernel position reads every other column, which splits each row's
+contiguous run of ``W*C`` values into short pieces. So the input is copied, with its padding,
+straight into its even and its odd columns; then every kernel position reads whole contiguous
+rows of one of them. At stride 1 there is a single phase: the padded input.
 
-**Channel sums.** :func:`channel_sums` adds up the rows of an ``(M, C)`` matrix, accurately.
+**Tap views** (:func:`tap_view`). The input under one kernel position ``(p, q)``, for every
+output pixel at once, read from the phases: a strided view, no copy.
+
+**Blocks** (:func:`row_blocks`). NumPy runs one operation over a whole array before the next
+one starts. When several operations follow each other over a big array (the nine taps of a
+depthwise convolution, the steps of batch norm), each would stream the array from main memory
+and back. Done on a block of rows at a time, the block stays in the processor's cache between
+the steps, and only the first read and the last write go to main memory.
+
+**Channel sums** (:func:`channel_sums`). Every reduction of the fast operations (batch norm's
+statistics and gradients, the bias and depthwise weight gradients, pooling) adds up values
+per channel with this one function, accurately in float32.
 """
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 
 def nhwc(x):
@@ -57,88 +68,115 @@ def pixels_by_channels(x):
     return np.ascontiguousarray(nhwc(x)).reshape(-1, x.shape[1])
 
 
-# Channel sums add blocks of this many rows in float32, then the blocks' sums in float64.
-SUM_BLOCK_ROWS = 8
+# --- channel sums ---------------------------------------------------------------------------
+
+# Channel sums add groups of this many values in float32, then the groups' sums in float64.
+SUM_GROUP = 8
 
 
 def channel_sums(a, b=None):
-    """``sum_m a[m, c]``, or ``sum_m a[m, c] * b[m, c]``, for every channel (column) ``c`` of ``(M, C)`` matrices.
+    """``sum a[..., c]``, or ``sum a[..., c] * b[..., c]``, over every axis but the last (the channels).
 
     Adding ``M`` float32 numbers one after another lets the rounding error grow with ``M``
     (up to about ``M * 6e-8`` relative), and a batch norm sums ``M = N*H*W`` values, up to
-    hundreds of thousands. So the rows are summed in blocks of ``SUM_BLOCK_ROWS`` in float32
-    (an error of at most ``8 * 6e-8``), and the block sums are added in float64, then
-    rounded once: the result is within about one float32 rounding of the exact sum, at the
-    speed of a plain float32 sum (the float64 work is on 8 times fewer values).
-    ``np.einsum`` multiplies and adds in one pass, without a temporary array for the products.
-    Arrays of float64 are summed in float64 throughout.
+    hundreds of thousands. So the values are added in groups of ``SUM_GROUP`` along the
+    second-to-last axis in float32 (an error of at most ``8 * 6e-8``), and the groups' sums
+    are added in float64, then rounded once: the result is within about one float32 rounding
+    of the exact sum, at the speed of a plain float32 sum (the float64 work is on 8 times
+    fewer values). ``np.einsum`` multiplies and adds in one pass, without a temporary array
+    for the products. ``a`` and ``b`` may be strided views (a tap view, a block of rows);
+    nothing is copied. Arrays of float64 are summed in float64 throughout.
     """
-    rows, channels = a.shape
-    blocks = rows // SUM_BLOCK_ROWS
-    whole = blocks * SUM_BLOCK_ROWS
-    head = a[:whole].reshape(blocks, SUM_BLOCK_ROWS, channels)
-    if b is None:  # einsum "kbc->kc" adds the same rows in the same order as head.sum(axis=1), faster
-        block_sums, rest = np.einsum("kbc->kc", head), a[whole:]
+    length, channels = a.shape[-2:]
+    whole = length // SUM_GROUP * SUM_GROUP
+    grouped = a.shape[:-2] + (whole // SUM_GROUP, SUM_GROUP, channels)  # a view: one axis split in two
+    head, tail = a[..., :whole, :].reshape(grouped), a[..., whole:, :]
+    if b is None:  # einsum "...gc->...c" adds the same values in the same order as head.sum(axis=-2), faster
+        group_sums = np.einsum("...gc->...c", head)
     else:
-        head_b = b[:whole].reshape(blocks, SUM_BLOCK_ROWS, channels)
-        block_sums, rest = np.einsum("kbc,kbc->kc", head, head_b), a[whole:] * b[whole:]
-    total = block_sums.sum(axis=0, dtype=np.float64) + rest.sum(axis=0, dtype=np.float64)
+        group_sums = np.einsum("...gc,...gc->...c", head, b[..., :whole, :].reshape(grouped))
+        tail = tail * b[..., whole:, :]
+    leading = tuple(range(a.ndim - 1))
+    total = group_sums.sum(axis=leading, dtype=np.float64) + tail.sum(axis=leading, dtype=np.float64)
     return total.astype(a.dtype)
 
 
-def pad_nhwc(xh, padding):
-    """Zero-pad the two spatial axes of an ``(N, H, W, C)`` array into a new contiguous one.
+# --- padding and tap views ------------------------------------------------------------------
 
-    A new array is made even without padding, so that the result is always contiguous
-    channels-last, whatever the memory order of ``xh``.
+
+def padded_column_phases(xh, padding, column_stride):
+    """The zero-padded ``(N, H, W, C)`` input, split by column number modulo ``column_stride``.
+
+    ``phases[r][:, :, j] = xp[:, :, j*sw + r]``, with ``xp`` the input zero-padded by
+    ``padding``. At stride 1 that is the padded input itself. At stride 2 it is its even and
+    its odd columns, each a contiguous array, so that kernel column ``q`` finds the input of
+    output column ``j`` at column ``j + q // sw`` of phase ``q % sw``, next to the input of
+    ``j + 1``. The input is copied once, straight into the phases. This is the only place
+    the fast operations pad.
     """
     (ph, pw), (n, height, width, c) = padding, xh.shape
-    xp = np.empty((n, height + 2 * ph, width + 2 * pw, c), dtype=xh.dtype)
-    xp[:, :ph] = xp[:, ph + height :] = 0  # the borders only: the inside is written next
-    xp[:, :, :pw] = xp[:, :, pw + width :] = 0
-    xp[:, ph : ph + height, pw : pw + width] = xh
-    return xp
+    phases = empty_phases((n, height, width, c), padding, column_stride, xh.dtype)
+    for r, phase in enumerate(phases):
+        first = -(-(pw - r) // column_stride)  # the first column of this phase that falls inside x
+        columns = xh[:, :, first * column_stride + r - pw :: column_stride]
+        last = first + columns.shape[2]
+        phase[:, :ph] = phase[:, ph + height :] = 0  # the zero border; the inside is written next
+        phase[:, :, :first] = phase[:, :, last:] = 0
+        phase[:, ph : ph + height, first:last] = columns
+    return phases
 
 
-def unpad_nhwc(xp, padding):
-    """The inverse of :func:`pad_nhwc`: the unpadded part of ``xp``, as a view."""
+def empty_phases(nhwc_shape, padding, column_stride, dtype, zeros=False):
+    """Arrays of the shapes :func:`padded_column_phases` makes, uninitialised (or zeros, to add gradients into)."""
+    (ph, pw), (n, height, width, c) = padding, nhwc_shape
+    padded_width = width + 2 * pw
+    make = np.zeros if zeros else np.empty
+    return [
+        make((n, height + 2 * ph, len(range(r, padded_width, column_stride)), c), dtype)
+        for r in range(column_stride)
+    ]
+
+
+def interleave_columns(phases):
+    """The inverse of :func:`padded_column_phases`, padding kept: column ``j*sw + r`` is column ``j`` of ``phases[r]``."""
+    if len(phases) == 1:
+        return phases[0]
+    n, height, _, c = phases[0].shape
+    width = sum(phase.shape[2] for phase in phases)
+    whole = np.empty((n, height, width, c), dtype=phases[0].dtype)
+    for r, phase in enumerate(phases):
+        whole[:, :, r :: len(phases)] = phase
+    return whole
+
+
+def unpad(xp, padding):
+    """The unpadded part of a padded ``(N, H, W, C)`` array, as a view."""
     ph, pw = padding
     return xp[:, ph : xp.shape[1] - ph, pw : xp.shape[2] - pw]
 
 
-def tap_view(xp, p, q, stride, out_rows, out_cols):
-    """``xp[:, p + i*sh, q + j*sw, :]`` for every output pixel ``(i, j)``: the input under kernel
-    position ``(p, q)``, a strided view."""
-    sh, sw = stride
-    return xp[:, p : p + sh * (out_rows - 1) + 1 : sh, q : q + sw * (out_cols - 1) + 1 : sw]
+def tap_view(phases, p, q, stride, out_rows, out_cols, first_row=0):
+    """The input under kernel position ``(p, q)`` for ``out_rows`` output rows from ``first_row``, every output column.
 
-
-def windows_view(xp, kernel_size, stride, out_size):
-    """Every kernel window of an ``(N, H, W, C)`` array as a read-only view ``(N, OH, OW, KH, KW, C)``.
-
-    ``windows[n, i, j, p, q, c] == xp[n, i*sh + p, j*sw + q, c]``. Moving one step along
-    ``p`` moves one row in memory, and so does moving ``1/sh`` of a step along ``i``; so the
-    view's strides are the input's row and column strides, used twice, the first time
-    multiplied by the convolution's stride. Nothing is copied.
+    ``xp[:, p + i*sh, q + j*sw, :]`` read from the column phases: a strided view in which each
+    output row's ``out_cols * C`` values are contiguous.
     """
-    (kh, kw), (sh, sw), (oh, ow) = kernel_size, stride, out_size
-    n, c = xp.shape[0], xp.shape[3]
-    stride_n, stride_row, stride_col, stride_c = xp.strides
-    return as_strided(
-        xp,
-        shape=(n, oh, ow, kh, kw, c),
-        strides=(stride_n, stride_row * sh, stride_col * sw, stride_row, stride_col, stride_c),
-        writeable=False,
-    )
+    sh, sw = stride
+    top = p + sh * first_row
+    left = q // sw
+    return phases[q % sw][:, top : top + sh * (out_rows - 1) + 1 : sh, left : left + out_cols]
 
 
-# A block of 64K float32 values is 256 KB: with its temporary it stays in the processor's L2
-# cache while the kernel's taps add into it, instead of streaming to main memory once a tap.
-BLOCK_VALUES = 1 << 16
+# --- blocks ----------------------------------------------------------------------------------
+
+# A block of 256K values is 1 MB of float32: with the one or two temporaries a step makes, it
+# stays in the processor's L2 cache (2 MB a core here) between the steps, and it is big enough
+# that the Python cost of a NumPy call is small next to its work.
+BLOCK_VALUES = 1 << 18
 
 
 def row_blocks(images, rows, values_per_row, block_values=BLOCK_VALUES):
-    """Split the ``(images, rows)`` of an output into blocks of about ``block_values`` values.
+    """Split the ``(images, rows)`` of an array into blocks of about ``block_values`` values.
 
     Yields ``(image_slice, row_slice)`` pairs that cover every row of every image once: several
     whole images per block when an image is small, else one image's rows a few at a time.
@@ -152,14 +190,3 @@ def row_blocks(images, rows, values_per_row, block_values=BLOCK_VALUES):
         for image in range(images):
             for first in range(0, rows, rows_per_block):
                 yield slice(image, image + 1), slice(first, min(rows, first + rows_per_block))
-
-
-# Batch norm's sweeps take two or three steps per block: blocks of 256K values (1 MB) mean
-# fewer NumPy calls, and still stay in the cache.
-SWEEP_BLOCK_VALUES = 1 << 18
-
-
-def row_slices(rows, values_per_row, block_values=SWEEP_BLOCK_VALUES):
-    """Slices that cover ``range(rows)`` in blocks of about ``block_values`` values (at least one row each)."""
-    step = max(1, block_values // max(1, values_per_row))
-    return [slice(start, min(rows, start + step)) for start in range(0, rows, step)]

@@ -1,64 +1,10 @@
-"""The classifier's operations: global average pooling and a fully connected (linear) layer."""
+"""The linear layer, fast: the plain version is already one matrix product, so it is used as it is.
 
-import numpy as np
+``x @ w.T`` is a single BLAS call, which runs at the machine's full speed; there is no memory
+order to change and nothing to fold. :mod:`npmobilenet.nn` runs
+:mod:`npmobilenet.functional.linear`.
+"""
 
-from ..._checks import check_float_array, check_same_dtype, check_shape
-from ...errors import ShapeError
-from .layout import from_nhwc, nhwc
+from ..linear import linear_backward, linear_forward
 
-
-def linear_forward(x, w, b=None):
-    """Forward pass, PyTorch's ``F.linear(x, w, b)``: ``out = x @ w.T + b``.
-
-    Shapes: ``x`` is ``(..., in_features)`` (usually ``(N, in_features)``), ``w`` is
-    ``(out_features, in_features)``, ``b`` is ``(out_features,)`` or None; ``out`` is
-    ``(..., out_features)``.
-    """
-    op = "linear"
-    check_float_array("input", x, op)
-    check_float_array("weight", w, op, ndim=2)
-    check_same_dtype(op, x, weight=w, bias=b)
-    if x.ndim < 1 or x.shape[-1] != w.shape[1]:
-        raise ShapeError(
-            f"{op}: expected input with {w.shape[1]} features in its last axis "
-            f"(weight shape {w.shape}), got input of shape {x.shape}"
-        )
-    if b is not None:
-        check_shape("bias", b, (w.shape[0],), op)
-    out = x @ w.T
-    if b is not None:
-        out += b
-    return out, (x, w, b is not None)
-
-
-def linear_backward(dout, cache):
-    """Backward pass of :func:`linear_forward`: returns ``(dx, dw, db)``, ``db`` None without bias.
-
-    ``dx = dout @ w``, ``dw = dout.T @ x`` and ``db = sum(dout)``, summing over every row
-    (every image of the batch).
-    """
-    x, w, has_bias = cache
-    dout_rows = dout.reshape(-1, w.shape[0])
-    dx = dout @ w
-    dw = dout_rows.T @ x.reshape(-1, w.shape[1])
-    db = dout_rows.sum(axis=0) if has_bias else None
-    return dx, dw, db
-
-
-def global_avg_pool_forward(x):
-    """Average over the spatial axes: ``(N, C, H, W) -> (N, C)``, ``out[n, c] = mean_{i, j} x[n, c, i, j]``.
-
-    PyTorch's ``F.adaptive_avg_pool2d(x, 1).flatten(1)``, which torchvision's MobileNetV2 uses.
-    """
-    check_float_array("input", x, "global_avg_pool", ndim=4)
-    n, c, height, width = x.shape
-    pixels = np.ascontiguousarray(nhwc(x)).reshape(n, height * width, c)  # a view when channels-last
-    return pixels.mean(axis=1), x.shape
-
-
-def global_avg_pool_backward(dout, cache):
-    """Each of the ``H*W`` inputs of an average gets ``1 / (H*W)`` of its output's gradient (stored channels-last)."""
-    n, c, height, width = cache
-    dx = np.empty((n, height, width, c), dtype=dout.dtype)
-    dx[...] = (dout / (height * width))[:, None, None, :]
-    return from_nhwc(dx)
+__all__ = ["linear_forward", "linear_backward"]

@@ -1,56 +1,45 @@
-"""Batch normalisation, per channel, in training and evaluation mode; and folding it into a convolution.
+"""Batch normalisation, fast: what :mod:`npmobilenet.nn` runs.
 
-Shapes: input ``x`` is ``(N, C, H, W)``; ``gamma`` (PyTorch's ``weight``), ``beta`` (``bias``),
-``running_mean`` and ``running_var`` are ``(C,)``. Each channel is normalised over the
-``M = N*H*W`` values it has in the batch. The work is done on the ``(M, C)`` matrix of pixels,
-a view of a channels-last input (see :mod:`npmobilenet.functional.fast.layout`): a channel is a
-column, and its statistics are column sums. The output is stored channels-last.
+It computes what :mod:`npmobilenet.functional.norm` computes (``x_hat = (x - mean) / sqrt(var +
+eps)``, ``out = gamma * x_hat + beta``; the simplified backward formula), with these
+differences, each for speed or memory:
+
+* **Channels-last memory** (see :mod:`npmobilenet.functional.fast.layout`): the work is done on
+  the ``(M, C)`` matrix of pixels (``M = N*H*W``), a view of the input; a channel is a column,
+  and its statistics are column sums.
+* **No x_hat is made or kept.** The output is one multiply-add per value,
+  ``x * scale + shift`` with per-channel ``scale = gamma * inv_std`` and
+  ``shift = beta - mean * scale``, and so is ``dx``. The cache holds the input and two
+  vectors, not another activation.
+* **One sweep over memory per pass**, a cache-sized block of rows at a time
+  (:func:`~npmobilenet.functional.fast.layout.row_blocks`): the mean and variance of each
+  block combine exactly (Chan's formula); the two gradient sums come from one reading of
+  ``dout``.
+* **Accurate sums** (:func:`~npmobilenet.functional.fast.layout.channel_sums`), accumulated
+  across blocks in float64: float32 keeps its digits however many values a channel has.
+* In evaluation mode under ``no_grad()``, :class:`npmobilenet.nn.FoldingSequential` folds
+  batch norm into the convolution before it (:func:`~npmobilenet.functional.norm.fold_batchnorm`),
+  and this code does not run at all.
 """
 
 import numpy as np
 
-from ..._checks import check_channels, check_float_array, check_same_dtype, check_shape
-from ...errors import ShapeError
-from .layout import channel_sums, from_nhwc, pixels_by_channels, row_slices
+from ..norm import check_batchnorm_arguments, fold_batchnorm, update_running_stats
+from .layout import channel_sums, from_nhwc, pixels_by_channels, row_blocks
+
+__all__ = ["batchnorm2d_forward", "batchnorm2d_backward", "fold_batchnorm"]
 
 
 def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
     """Forward pass, PyTorch's ``F.batch_norm(x, running_mean, running_var, gamma, beta, training, momentum, eps)``.
 
-    ``out = gamma * x_hat + beta`` with ``x_hat = (x - mean) / sqrt(var + eps)``, where
-
-    * in training mode, ``mean`` and ``var`` are the batch's per-channel mean and *biased*
-      variance (divided by ``M``), and the running statistics are updated in place, with
-      PyTorch's meaning of ``momentum`` (the weight of the new value) and the *unbiased*
-      batch variance (divided by ``M - 1``):
-      ``running_mean = (1 - momentum) * running_mean + momentum * mean``,
-      ``running_var = (1 - momentum) * running_var + momentum * var * M / (M - 1)``.
-      Pass ``None`` for both running statistics to skip the update.
-    * in evaluation mode, ``mean`` and ``var`` are the running statistics, and nothing changes.
-
-    Returns ``out`` and the cache for :func:`batchnorm2d_backward`: the input and the two
-    per-channel vectors ``mean`` and ``1 / sqrt(var + eps)``. ``x_hat`` is not kept; the
-    backward pass makes it again from them, which costs less than storing another activation.
+    The same arguments, modes and running-statistics update as
+    :func:`npmobilenet.functional.norm.batchnorm2d_forward`. Returns ``out`` and the cache for
+    :func:`batchnorm2d_backward`: the input and the two per-channel vectors ``mean`` and
+    ``1 / sqrt(var + eps)``.
     """
-    op = "batchnorm2d"
-    check_float_array("input", x, op, ndim=4)
-    channels = gamma.shape[0]
-    check_channels(op, x, channels, f"the layer has {channels} features")
-    for name, vector in [("weight", gamma), ("bias", beta), ("running_mean", running_mean), ("running_var", running_var)]:
-        if vector is not None:
-            check_shape(name, vector, (channels,), op)
-    check_same_dtype(op, x, weight=gamma, bias=beta, running_mean=running_mean, running_var=running_var)
-
+    count = check_batchnorm_arguments(x, gamma, beta, running_mean, running_var, training)
     rows = pixels_by_channels(x)  # (M, C)
-    count = rows.shape[0]
-    if training and count < 2:
-        raise ShapeError(
-            f"{op}: training mode needs more than one value per channel to compute a "
-            f"variance, got input of shape {x.shape}; use a bigger batch or eval()"
-        )
-    if not training and (running_mean is None or running_var is None):
-        raise ValueError(f"{op}: evaluation mode needs running_mean and running_var")
-
     if training:
         mean, var = mean_and_variance(rows)
         if running_mean is not None and running_var is not None:
@@ -63,7 +52,7 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, mom
     scale = gamma * inv_std
     shift = beta - mean * scale
     out = np.empty_like(rows)
-    for block in row_slices(count, channels):  # a cache-sized block at a time: one trip to memory
+    for block in blocks_of_rows(rows):  # a cache-sized block at a time: one trip to memory
         np.multiply(rows[block], scale, out=out[block])
         out[block] += shift
     cache = (x, mean, inv_std, gamma, training)
@@ -81,7 +70,7 @@ def mean_and_variance(rows):
     ``mean = sum_k n_k m_k / M``, ``var = (sum_k q_k + sum_k n_k (m_k - mean)**2) / M``.
     """
     counts, means, squares = [], [], []
-    for block in row_slices(*rows.shape):  # the block stays in the cache for its three steps
+    for block in blocks_of_rows(rows):  # the block stays in the cache for its three steps
         values = rows[block]
         block_mean = channel_sums(values) / values.shape[0]
         centered = values - block_mean
@@ -96,33 +85,17 @@ def mean_and_variance(rows):
 
 
 def nhwc_shape(x):
+    """The ``(N, H, W, C)`` shape of an NCHW-shaped array."""
     n, c, height, width = x.shape
     return n, height, width, c
-
-
-def update_running_stats(running_mean, running_var, mean, var, count, momentum):
-    """Move the running statistics, in place, a step of size ``momentum`` toward the batch's."""
-    unbiased_var = var * (count / (count - 1))
-    running_mean *= 1 - momentum
-    running_mean += momentum * mean
-    running_var *= 1 - momentum
-    running_var += momentum * unbiased_var
 
 
 def batchnorm2d_backward(dout, cache):
     """Backward pass of :func:`batchnorm2d_forward`: returns ``(dx, dgamma, dbeta)``.
 
-    Sums run over the ``M = N*H*W`` values of each channel:
-
-    * ``dbeta = sum(dout)`` and ``dgamma = sum(dout * x_hat)``, in both modes;
-    * evaluation mode: mean and variance are constants, so ``dx = gamma * inv_std * dout``;
-    * training mode: the mean and the variance depend on every ``x`` of the channel too. Chaining
-      through them and simplifying gives the compact formula
-
-      ``dx = gamma * inv_std / M * (M * dout - dbeta - x_hat * dgamma)``
-
-      (the ``dbeta`` term is the path through the mean, the ``x_hat * dgamma`` term the path
-      through the variance).
+    The simplified formula of :func:`npmobilenet.functional.norm.batchnorm2d_backward`,
+    ``dx = gamma * inv_std / M * (M * dout - dbeta - x_hat * dgamma)`` in training mode and
+    ``dx = gamma * inv_std * dout`` in evaluation mode, rearranged so that no ``x_hat`` is made.
     """
     x, mean, inv_std, gamma, training = cache
     rows, dout_rows = pixels_by_channels(x), pixels_by_channels(dout)
@@ -138,7 +111,7 @@ def batchnorm2d_backward(dout, cache):
     slope = -scale * inv_std * dgamma / count
     offset = -scale * dbeta / count - mean * slope
     dx = np.empty_like(dout_rows)
-    for block in row_slices(count, rows.shape[1]):  # a cache-sized block at a time: one trip to memory
+    for block in blocks_of_rows(rows):  # a cache-sized block at a time: one trip to memory
         dx_block = np.multiply(dout_rows[block], scale, out=dx[block])
         dx_block += rows[block] * slope
         dx_block += offset
@@ -153,27 +126,12 @@ def gradient_sums(dout_rows, rows):
     """
     dout_sum = np.zeros(rows.shape[1], dtype=np.float64)
     dout_dot_x = np.zeros(rows.shape[1], dtype=np.float64)
-    for block in row_slices(*rows.shape):
+    for block in blocks_of_rows(rows):
         dout_sum += channel_sums(dout_rows[block])
         dout_dot_x += channel_sums(dout_rows[block], rows[block])
     return dout_sum.astype(rows.dtype), dout_dot_x.astype(rows.dtype)
 
 
-def fold_batchnorm(w, b, gamma, beta, running_mean, running_var, eps=1e-5):
-    """The weight and bias of one convolution that computes ``batchnorm(conv(x))`` in evaluation mode.
-
-    In evaluation mode batch norm is a fixed affine map per output channel ``f``:
-    ``bn(y)[f] = s[f] * (y[f] - running_mean[f]) + beta[f]`` with
-    ``s = gamma / sqrt(running_var + eps)``. A convolution ``y[f] = sum w[f] * window + b[f]``
-    followed by it is again a convolution, with every filter scaled:
-
-    ``w_folded[f] = s[f] * w[f]``, ``b_folded[f] = s[f] * (b[f] - running_mean[f]) + beta[f]``
-
-    (``b = None`` counts as zero). One convolution then does the work of two layers, and the
-    activation skips a pass over memory. Works for dense ``(F, C, KH, KW)`` and depthwise
-    ``(C, 1, KH, KW)`` weights alike.
-    """
-    scale = gamma / np.sqrt(running_var + eps)
-    w_folded = w * scale[:, None, None, None]
-    b_folded = beta - running_mean * scale if b is None else (b - running_mean) * scale + beta
-    return w_folded, b_folded
+def blocks_of_rows(rows):
+    """Slices of cache-sized blocks of an ``(M, C)`` matrix's rows (the batch's pixels, taken as one image of ``M`` rows)."""
+    return [row_slice for _, row_slice in row_blocks(1, *rows.shape)]
