@@ -146,7 +146,7 @@ def _non_negative_int(text):
 
 def run_bench(args, out):
     from . import bench
-    from .weights import atomic_write
+    from .io import atomic_write
 
     if args.json is not None:  # checked before the run, which takes minutes
         target = Path(args.json)
@@ -225,7 +225,7 @@ def run_demo(args, out):
 
 
 def run_predict(args, out):
-    from .predict import predict
+    from .prediction import predict
 
     results = predict(list(args.images), topk=args.topk, weights=args.weights)
     if args.json:
@@ -246,7 +246,7 @@ def run_predict(args, out):
 
 
 def run_convert(args, out):
-    from .weights import load_state_dict_file, save_npz, save_torch_checkpoint
+    from .io import load_state_dict_file, save_npz, save_torch_checkpoint
 
     writers = {".npz": save_npz, ".pth": save_torch_checkpoint, ".pt": save_torch_checkpoint}
     suffix = Path(args.target).suffix.lower()
@@ -270,6 +270,9 @@ def main(argv=None, out=None):
     try:
         return args.run(args, out)
     except (NpMobileNetError, OSError, ValueError) as error:  # bad input: our errors are ValueErrors too
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ImportError as error:  # an optional dependency is missing (Pillow for images): say which
         print(f"error: {error}", file=sys.stderr)
         return 2
 

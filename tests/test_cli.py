@@ -24,14 +24,15 @@ import PIL.Image
 import pytest
 from conftest import require_module
 
-import npmobilenet.predict  # noqa: F401  (the submodule; ``npmobilenet.predict`` is the function)
-from npmobilenet import __version__, weights
+import npmobilenet.prediction  # noqa: F401  (the module of ``npmobilenet.predict``, the function)
+from npmobilenet import __version__
 from npmobilenet.cli import main
+from npmobilenet.models import weights
 
 REPO = Path(__file__).resolve().parents[1]
 CHELSEA = "examples/chelsea.jpg"  # relative to REPO: the tests run with REPO as the working dir
 SHARED_PHOTO = "images/n02128925_jaguar.JPEG"  # relative to ../shared
-predict_module = sys.modules["npmobilenet.predict"]
+predict_module = sys.modules["npmobilenet.prediction"]
 
 # Printed probabilities are percentages with 2 decimals: 1e-4 of agreement, plus half the last digit.
 TABLE_TOLERANCE = 1e-4 + 0.5e-4

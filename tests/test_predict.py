@@ -16,7 +16,7 @@ import npmobilenet
 from npmobilenet import Prediction, errors, predict
 
 REPO_EXAMPLE = "examples/chelsea.jpg"
-predict_module = sys.modules["npmobilenet.predict"]
+predict_module = sys.modules["npmobilenet.prediction"]
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_predict_keeps_no_cache_and_loads_weights_once(weights_path, monkeypatch
     assert len(calls) == 1
     model = predict_module.load_model(weights_path)
     assert not model.training
-    assert all(module._cache is None for module in model.modules()), "predict() must run under no_grad"
+    assert all(module.cache is None for module in model.modules()), "predict() must run under no_grad"
 
 
 def test_weights_from_the_environment_variable(weights_path, monkeypatch):

@@ -18,8 +18,8 @@ import numpy as np
 from .functional import softmax
 from .grad_mode import no_grad
 from .models import model_from_state_dict
+from .models.weights import ENV_WEIGHTS, resolve_weights
 from .transforms import preprocess_batch
-from .weights import ENV_WEIGHTS, resolve_weights
 
 __all__ = ["Prediction", "load_model", "predict"]
 
@@ -41,7 +41,7 @@ def predict(image, topk=5, weights=None):
     one raises before any work is done.
     ``weights`` is a registry name (``"IMAGENET1K_V1"``, ``"IMAGENET1K_V2"``), a path to a
     ``.pth`` or ``.npz`` file, or None for the default: ``$NPMOBILENET_WEIGHTS``, then the cache,
-    then a download (see :func:`npmobilenet.weights.resolve_weights`). The weights are loaded
+    then a download (see :func:`npmobilenet.models.weights.resolve_weights`). The weights are loaded
     once per process and reused. Raises :class:`~npmobilenet.errors.ImageError` for an image
     that cannot be read and :class:`~npmobilenet.errors.WeightsError` for unusable weights.
 
