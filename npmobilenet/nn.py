@@ -42,14 +42,25 @@ IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_k
 
 
 class Parameter:
-    """A learnable array: ``.data`` holds the values, ``.grad`` the accumulated gradient (same shape and dtype)."""
+    """A learnable array: ``.data`` holds the values, ``.grad`` the accumulated gradient (same shape and dtype).
 
-    def __init__(self, data):
+    ``requires_grad`` (True by default) says whether backward passes add into ``.grad``, as in
+    PyTorch: a frozen parameter (``requires_grad = False``) keeps its ``.grad`` untouched, and
+    the optimizers of :mod:`npmobilenet.optim` leave it alone.
+    """
+
+    def __init__(self, data, requires_grad=True):
         data = np.asarray(data)
         if data.dtype not in FLOAT_DTYPES:
             raise ShapeError(f"Parameter: expected a float32 or float64 array, got dtype {data.dtype}")
         self.data = data
         self.grad = np.zeros_like(data)
+        self.requires_grad = bool(requires_grad)
+
+    def accumulate(self, grad):
+        """Add ``grad`` into ``.grad`` (gradients add up over backward passes), unless the parameter is frozen."""
+        if self.requires_grad:
+            self.grad += grad
 
     @property
     def shape(self):
@@ -60,7 +71,8 @@ class Parameter:
         return self.data.dtype
 
     def __repr__(self):
-        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+        frozen = "" if self.requires_grad else ", requires_grad=False"
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype}{frozen})"
 
 
 class Module:
@@ -197,6 +209,22 @@ class Module:
         for parameter in self.parameters():
             parameter.grad[...] = 0
 
+    def requires_grad_(self, requires_grad=True):
+        """Freeze (``False``) or unfreeze every parameter of this module and all below; returns self.
+
+        PyTorch's ``Module.requires_grad_``. A frozen parameter gets no gradient, and a backward
+        pass stops as soon as nothing below it has a parameter that needs one:
+        ``model.features.requires_grad_(False)`` makes fine-tuning the classifier cost no
+        backward pass through the features at all (see :meth:`Sequential.backward`).
+        """
+        for parameter in self.parameters():
+            parameter.requires_grad = bool(requires_grad)
+        return self
+
+    def needs_grad(self):
+        """True when a parameter of this module, or of a module below it, requires a gradient."""
+        return any(parameter.requires_grad for parameter in self.parameters())
+
     def astype(self, dtype):
         """Convert every parameter, gradient and floating-point buffer to ``dtype``; returns self.
 
@@ -291,14 +319,23 @@ def _join(prefix, name):
 
 
 class Sequential(Module):
-    """Modules run one after another; ``backward`` runs them in reverse. Children are named ``"0"``, ``"1"``, ..."""
+    """Modules run one after another; ``backward`` runs them in reverse. Children are named ``"0"``, ``"1"``, ...
+
+    It is a list as PyTorch's ``nn.Sequential`` is: ``seq[1]``, ``seq[-1]``, ``seq[1:3]`` (a new
+    Sequential of the same modules), ``len(seq)``, ``for layer in seq``, ``seq[1] = layer``
+    (replace one, for example a new classifier: ``model.classifier[1] = nn.Linear(1280, 2)``),
+    ``del seq[i]`` (the rest are numbered again) and ``seq.append(layer)``.
+    """
 
     def __init__(self, *layers):
         super().__init__()
-        for index, layer in enumerate(layers):
-            if not isinstance(layer, Module):
-                raise TypeError(f"Sequential: expected Module instances, got {type(layer).__name__} at index {index}")
-            setattr(self, str(index), layer)
+        for layer in layers:
+            self.append(layer)
+
+    def append(self, layer):
+        """Add ``layer`` at the end; returns self."""
+        setattr(self, str(len(self)), _checked_module(layer, len(self)))
+        return self
 
     def __len__(self):
         return sum(1 for _ in self.children())
@@ -307,17 +344,76 @@ class Sequential(Module):
         return self.children()
 
     def __getitem__(self, index):
-        return list(self.children())[index]
+        layers = list(self.children())
+        if isinstance(index, slice):
+            return Sequential(*layers[index])
+        return layers[self._position(index)]
+
+    def __setitem__(self, index, layer):
+        setattr(self, str(self._position(index)), _checked_module(layer, index))
+
+    def __delitem__(self, index):
+        layers = list(self.children())
+        del layers[index if isinstance(index, slice) else self._position(index)]
+        for name, _ in list(self.named_children()):
+            delattr(self, name)
+        for layer in layers:  # numbered again from 0, as PyTorch does
+            self.append(layer)
+
+    def _position(self, index):
+        """``index`` (negative counts from the end) as a position in ``range(len(self))``, or IndexError."""
+        count = len(self)
+        if not isinstance(index, (int, np.integer)):
+            raise TypeError(f"Sequential indices must be integers or slices, not {type(index).__name__}")
+        if not -count <= index < count:
+            raise IndexError(f"index {index} is out of range for a Sequential of {count} modules")
+        return int(index) % count
 
     def forward(self, x):
         for layer in self:
             x = layer(x)
         return x
 
-    def backward(self, dout):
-        for layer in reversed(list(self)):
-            dout = layer.backward(dout)
-        return dout
+    def backward(self, dout, input_grad=True):
+        """Run the layers' backward passes in reverse order; returns ``dL/dx`` (None with ``input_grad=False``).
+
+        See :func:`backward_chain`: with ``input_grad=False`` the layers below the lowest one
+        that learns are skipped.
+        """
+        return backward_chain(list(self), dout, input_grad)
+
+
+def backward_chain(layers, dout, input_grad=True):
+    """The backward pass of ``layers`` run one after another: returns ``dL/dx``, or None with ``input_grad=False``.
+
+    With ``input_grad=False`` the caller does not need the gradient of the first layer's
+    input, so the backward pass stops at the lowest layer that has a parameter needing a
+    gradient (:meth:`Module.needs_grad`): the frozen layers below it cost nothing. A frozen
+    layer between two learning ones still passes the gradient on.
+    """
+    first = 0 if input_grad else next((i for i, layer in enumerate(layers) if layer.needs_grad()), None)
+    if first is None:
+        return None  # nothing here learns, and nobody needs dx
+    for index in reversed(range(first, len(layers))):
+        dout = backward_through(layers[index], dout, input_grad=input_grad or index > first)
+    return dout if input_grad else None
+
+
+def backward_through(module, dout, input_grad):
+    """``module.backward(dout)``, telling a container whether the gradient of its input is wanted.
+
+    A container (a module with children: a Sequential, an inverted residual block) can then
+    skip the layers below its lowest learning one. A single layer always returns ``dx``.
+    """
+    if next(module.children(), None) is not None:
+        return module.backward(dout, input_grad=input_grad)
+    return module.backward(dout)
+
+
+def _checked_module(layer, index):
+    if not isinstance(layer, Module):
+        raise TypeError(f"Sequential: expected Module instances, got {type(layer).__name__} at index {index}")
+    return layer
 
 
 class FoldingSequential(Sequential):
@@ -417,9 +513,9 @@ class Conv2d(Module):
 
     def backward(self, dout):
         dx, dw, db = self.pair_backward(dout, self._saved_cache(dout))
-        self.weight.grad += dw
+        self.weight.accumulate(dw)
         if self.bias is not None:
-            self.bias.grad += db
+            self.bias.accumulate(db)
         return dx
 
     def extra_repr(self):
@@ -468,8 +564,8 @@ class BatchNorm2d(Module):
 
     def backward(self, dout):
         dx, dgamma, dbeta = F.batchnorm2d_backward(dout, self._saved_cache(dout))
-        self.weight.grad += dgamma
-        self.bias.grad += dbeta
+        self.weight.accumulate(dgamma)
+        self.bias.accumulate(dbeta)
         return dx
 
     def extra_repr(self):
@@ -575,9 +671,9 @@ class Linear(Module):
 
     def backward(self, dout):
         dx, dw, db = F.linear_backward(dout, self._saved_cache(dout))
-        self.weight.grad += dw
+        self.weight.accumulate(dw)
         if self.bias is not None:
-            self.bias.grad += db
+            self.bias.accumulate(db)
         return dx
 
     def extra_repr(self):
@@ -601,17 +697,28 @@ class GlobalAvgPool2d(Module):
 
 
 class CrossEntropyLoss(Module):
-    """Softmax cross-entropy averaged over the batch, PyTorch's ``nn.CrossEntropyLoss()``.
+    """Softmax cross-entropy averaged over the batch, PyTorch's ``nn.CrossEntropyLoss(label_smoothing=0.0)``.
 
     ``loss = criterion(logits, targets)``, then ``dlogits = criterion.backward()`` (the upstream
-    gradient of a loss defaults to 1).
+    gradient of a loss defaults to 1). ``label_smoothing`` moves that much of each target's
+    probability evenly onto all classes, as PyTorch defines it (see
+    :func:`~npmobilenet.functional.loss.softmax_cross_entropy_forward`).
     """
 
+    def __init__(self, label_smoothing=0.0):
+        super().__init__()
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"CrossEntropyLoss: expected label_smoothing between 0 and 1, got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+
     def forward(self, logits, targets):
-        loss, cache = F.softmax_cross_entropy_forward(logits, targets)
+        loss, cache = F.softmax_cross_entropy_forward(logits, targets, self.label_smoothing)
         self._save_for_backward(cache, loss)
         return loss
 
     def backward(self, dout=1.0):
         """``dlogits`` for an upstream gradient ``dout = dL/dloss`` (a number; 1 by default)."""
         return F.softmax_cross_entropy_backward(dout, self._saved_cache(dout))
+
+    def extra_repr(self):
+        return f"label_smoothing={self.label_smoothing}" if self.label_smoothing else ""

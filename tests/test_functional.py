@@ -388,23 +388,26 @@ def test_global_avg_pool_finite_differences(level):
     finite_difference_check(*versions("global_avg_pool")[level], [np.random.default_rng(19).standard_normal((2, 3, 5, 4))])
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("scale", [1.0, 1e4], ids=["normal", "huge-logits"])
-def test_softmax_cross_entropy(torch, dtype, scale):
+def test_softmax_cross_entropy(torch, dtype, scale, label_smoothing):
     rng = np.random.default_rng(20)
     logits, targets = rng.standard_normal((6, 10)) * scale, rng.integers(0, 10, 6)
     results = compare_pair(
-        torch, versions("softmax_cross_entropy", targets),
-        lambda z: torch.nn.functional.cross_entropy(z, torch.from_numpy(targets)), [logits], dtype,
+        torch, versions("softmax_cross_entropy", targets, label_smoothing),
+        lambda z: torch.nn.functional.cross_entropy(z, torch.from_numpy(targets), label_smoothing=label_smoothing),
+        [logits], dtype,
     )
     assert all(np.isfinite(out) for out, _ in results.values())
 
 
-def test_softmax_cross_entropy_finite_differences():
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_softmax_cross_entropy_finite_differences(label_smoothing):
     rng = np.random.default_rng(21)
     targets = rng.integers(0, 7, 5)
     finite_difference_check(
-        lambda z: F.softmax_cross_entropy_forward(z, targets),
+        lambda z: F.softmax_cross_entropy_forward(z, targets, label_smoothing),
         F.softmax_cross_entropy_backward,
         [rng.standard_normal((5, 7)) * 3],
     )

@@ -24,6 +24,7 @@ torchvision's checkpoints load as they are, and weights trained here load into t
 
 import math
 import sys
+import warnings
 from collections import namedtuple
 
 import numpy as np
@@ -49,6 +50,8 @@ INVERTED_RESIDUAL_SETTING = (
     (6, 320, 1, 1),
 )
 STEM_CHANNELS = 32
+CLASSIFIER_PREFIX = "classifier.1."  # the Linear layer's keys: the part of the network that knows the classes
+CLASSIFIER_WEIGHT = CLASSIFIER_PREFIX + "weight"
 LAST_CHANNELS = 1280
 
 _ACTIVATIONS = {"relu6": nn.ReLU6, "relu": nn.ReLU}
@@ -125,8 +128,11 @@ class InvertedResidual(nn.Module):
             out += x  # in place: out is the last batch norm's new output, which no cache holds
         return out
 
-    def backward(self, dout):
-        dx = self.conv.backward(dout)
+    def backward(self, dout, input_grad=True):
+        """``dL/dx``: the sum sends ``dout`` down both paths. With ``input_grad=False``, see :meth:`Sequential.backward`."""
+        dx = self.conv.backward(dout, input_grad=input_grad)
+        if dx is None:
+            return None  # the input's gradient is not wanted
         if self.use_res_connect:
             dx += dout  # in place: dx is the new array the first convolution's backward made
         return dx
@@ -214,13 +220,16 @@ class MobileNetV2(nn.Module):
         x = channels_last(x)
         return self.classifier(self.pool(self.features(x)))
 
-    def backward(self, dlogits):
+    def backward(self, dlogits, input_grad=True):
         """``dL/dx`` for ``dlogits = dL/dlogits``; every parameter's ``.grad`` gets its share added.
 
-        ``dL/dx`` is returned in NCHW memory, as the input was given.
+        ``dL/dx`` is returned in NCHW memory, as the input was given. With
+        ``input_grad=False`` (training, where nobody needs ``dL/dx``) the backward pass stops
+        at the lowest layer whose parameters need a gradient and returns None: with frozen
+        features (``model.features.requires_grad_(False)``) only the classifier runs backward.
         """
-        dx = self.features.backward(self.pool.backward(self.classifier.backward(dlogits)))
-        return np.ascontiguousarray(dx)
+        dx = nn.backward_chain([self.features, self.pool, self.classifier], dlogits, input_grad)
+        return None if dx is None else np.ascontiguousarray(dx)
 
     def summary(self, input_size=(1, 3, 224, 224), file=None):
         """Print a table of the blocks: output shape, parameters and multiply-adds, with totals.
@@ -301,37 +310,55 @@ def mobilenet_v2(weights=None, progress=True, **kwargs):
 
     ``weights``: ``None`` for torchvision's random initialisation, a registry name
     (``"IMAGENET1K_V1"``, ``"IMAGENET1K_V2"``, ``"DEFAULT"``), or a path to a ``.pth`` or
-    ``.npz`` file; see :func:`npmobilenet.weights.resolve_weights` for where named weights
+    ``.npz`` file; see :func:`npmobilenet.models.weights.resolve_weights` for where named weights
     come from (the cache, then a download with a progress display when ``progress``).
-    ``kwargs`` go to :class:`MobileNetV2`. The model is returned in training mode, as
-    torchvision returns it.
+    ``kwargs`` go to :class:`MobileNetV2`. A ``num_classes`` other than the weights' starts a new
+    classifier on the trained features, with a warning that says so (see
+    :func:`model_from_state_dict`). The model is returned in training mode, as torchvision
+    returns it.
     """
     if weights is None:
         return MobileNetV2(**kwargs)
     # Imported here, so that building a random model never touches the weights code.
-    from ..weights import resolve_weights
+    from .weights import resolve_weights
 
     state_dict, spec = resolve_weights(weights, progress=progress)
-    return model_from_state_dict(state_dict, spec, source=f"weights {str(weights)!r}", **kwargs)
+    return model_from_state_dict(state_dict, spec, source=f"weights {str(weights)!r}", new_classifier=True, **kwargs)
 
 
-def model_from_state_dict(state_dict, spec=None, source=None, **kwargs):
+def model_from_state_dict(state_dict, spec=None, source=None, new_classifier=False, **kwargs):
     """A :class:`MobileNetV2` holding ``state_dict``; ``spec`` (a registry entry) is kept as ``model.weights_spec``.
 
-    ``num_classes`` defaults to the classifier's size in ``state_dict``. A state dict that does
-    not fit (missing, unexpected or mis-shaped keys, as for another ``width_mult``) raises
-    :class:`~npmobilenet.errors.WeightsError` naming the keys, and ``source`` (where the
-    weights came from, for the message) when given.
+    ``num_classes`` defaults to the classifier's size in ``state_dict``. With
+    ``new_classifier=True``, when ``num_classes`` is given and differs from it (fine-tuning
+    for new classes, as :func:`mobilenet_v2` allows), everything but the classifier
+    is loaded, the classifier starts from torchvision's initialisation, and a warning says so
+    (torchvision refuses such a load; here it is the first step of transfer learning). A state
+    dict that does not fit otherwise (missing, unexpected or mis-shaped keys, as for another
+    ``width_mult``) raises :class:`~npmobilenet.errors.WeightsError` naming the keys, and
+    ``source`` (where the weights came from, for the message) when given.
     """
-    classifier = state_dict.get("classifier.1.weight")
-    if classifier is not None and np.ndim(classifier) == 2:
-        kwargs.setdefault("num_classes", classifier.shape[0])
+    classifier = state_dict.get(CLASSIFIER_WEIGHT)
+    saved_classes = classifier.shape[0] if classifier is not None and np.ndim(classifier) == 2 else None
+    kwargs.setdefault("num_classes", saved_classes or 1000)
     model = MobileNetV2(**kwargs)
+    new_head = new_classifier and saved_classes is not None and saved_classes != model.classifier[-1].out_features
+    if new_head:
+        state_dict = {name: value for name, value in state_dict.items() if not name.startswith(CLASSIFIER_PREFIX)}
     try:
-        model.load_state_dict(state_dict)
+        missing, _ = model.load_state_dict(state_dict, strict=not new_head)
+        if new_head and [name for name in missing if not name.startswith(CLASSIFIER_PREFIX)]:
+            model.load_state_dict(state_dict)  # strict, to raise the error that names every problem
     except WeightsError as error:
         if source is None:
             raise
         raise WeightsError(f"{source}: {error}") from error
+    if new_head:
+        warnings.warn(
+            f"{source or 'the weights'}: the checkpoint's classifier has {saved_classes} classes and "
+            f"num_classes={model.classifier[-1].out_features} was asked for, so the features are loaded "
+            f"and the classifier ({CLASSIFIER_PREFIX.rstrip('.')}) starts from random weights: train it",
+            stacklevel=3,
+        )
     model.weights_spec = spec
     return model

@@ -8,32 +8,34 @@ import math
 import numpy as np
 
 
-def softmax_cross_entropy_forward(logits, targets):
-    """``loss = -(1/N) * sum_n log(exp(z[n, t_n]) / sum_k exp(z[n, k]))``, with ``t_n = targets[n]``.
+def softmax_cross_entropy_forward(logits, targets, label_smoothing=0.0):
+    """``loss = -(1/N) * sum_n sum_k q[n, k] * log(exp(z[n, k]) / sum_j exp(z[n, j]))``, by loops.
 
-    Each row's largest logit is subtracted before ``exp`` (it cancels in the ratio, and keeps
-    ``exp`` from overflowing).
+    ``q[n, k] = (1 - eps) * (1 if k == targets[n] else 0) + eps / K`` with ``eps =
+    label_smoothing``. Each row's largest logit is subtracted before ``exp`` (it cancels in the
+    ratio, and keeps ``exp`` from overflowing).
     """
     n_images, n_classes = logits.shape
-    probs = np.zeros_like(logits)
+    probs, q = np.zeros_like(logits), np.zeros_like(logits)
     total = 0.0
     for n in range(n_images):
         largest = max(logits[n, k] for k in range(n_classes))
         denominator = sum(math.exp(logits[n, k] - largest) for k in range(n_classes))
         for k in range(n_classes):
             probs[n, k] = math.exp(logits[n, k] - largest) / denominator
-        total += (logits[n, targets[n]] - largest) - math.log(denominator)  # log softmax of the true class
+            q[n, k] = (1 - label_smoothing) * (1.0 if k == targets[n] else 0.0) + label_smoothing / n_classes
+            log_prob = (logits[n, k] - largest) - math.log(denominator)
+            total += q[n, k] * log_prob
     loss = -total / n_images
-    return np.asarray(loss, dtype=logits.dtype), (probs, targets)
+    return np.asarray(loss, dtype=logits.dtype), (probs, q)
 
 
 def softmax_cross_entropy_backward(dloss, cache):
-    """``dlogits[n, k] = dloss * (softmax(z)[n, k] - (1 if k == t_n else 0)) / N``, value by value."""
-    probs, targets = cache
+    """``dlogits[n, k] = dloss * (softmax(z)[n, k] - q[n, k]) / N``, value by value."""
+    probs, q = cache
     n_images, n_classes = probs.shape
     dlogits = np.zeros_like(probs)
     for n in range(n_images):
         for k in range(n_classes):
-            one_hot = 1.0 if k == targets[n] else 0.0
-            dlogits[n, k] = dloss * (probs[n, k] - one_hot) / n_images
+            dlogits[n, k] = dloss * (probs[n, k] - q[n, k]) / n_images
     return dlogits
