@@ -583,11 +583,18 @@ class _Activation(Module):
     ``inplace=True`` writes the result over the input, as PyTorch's ``inplace=True`` does: use
     it only where nothing else needs the input afterwards (after a convolution or a batch norm,
     which keep their input, not their output). Under ``no_grad()`` no mask is made.
+
+    ``guided = True`` switches the backward rule to *guided backpropagation* (Springenberg et
+    al., 2015), which :mod:`npmobilenet.explain` uses: the gradient passes only where the
+    forward input was in the linear part (as usual) **and** the upstream gradient is positive,
+    ``dx = dout * mask * (dout > 0)``. With the backward pass written out, that is one line
+    here, not a hook.
     """
 
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = inplace
+        self.guided = False
 
     def forward(self, x):
         if not is_grad_enabled():  # no backward can follow: the activation alone, no mask
@@ -601,7 +608,10 @@ class _Activation(Module):
         return "inplace=True" if self.inplace else ""
 
     def backward(self, dout):
-        return self.backward_pair(dout, self._saved_cache(dout))
+        dx = self.backward_pair(dout, self._saved_cache(dout))
+        if self.guided:  # guided backpropagation: negative gradients stop here too
+            dx = np.maximum(dx, 0)  # dout * mask is positive exactly where dout > 0 and mask is 1
+        return dx
 
 
 class ReLU(_Activation):
