@@ -30,7 +30,7 @@ import numpy as np
 from .functional import fast as F
 from ._checks import FLOAT_DTYPES, pair
 from .errors import BackwardError, ShapeError, WeightsError
-from .grad_mode import is_grad_enabled
+from .grad_mode import is_grad_enabled, no_grad
 
 __all__ = [
     "Parameter", "Module", "Sequential", "FoldingSequential",
@@ -369,10 +369,13 @@ class Sequential(Module):
             raise IndexError(f"index {index} is out of range for a Sequential of {count} modules")
         return int(index) % count
 
-    def forward(self, x):
-        for layer in self:
-            x = layer(x)
-        return x
+    def forward(self, x, input_grad=True):
+        """Run the layers one after another (see :func:`forward_chain` for ``input_grad=False``)."""
+        return forward_chain(list(self), x, input_grad, self.run_layers)
+
+    def run_layers(self, layers, x):
+        """``x`` through each of ``layers`` in turn."""
+        return run_in_turn(layers, x)
 
     def backward(self, dout, input_grad=True):
         """Run the layers' backward passes in reverse order; returns ``dL/dx`` (None with ``input_grad=False``).
@@ -391,12 +394,52 @@ def backward_chain(layers, dout, input_grad=True):
     gradient (:meth:`Module.needs_grad`): the frozen layers below it cost nothing. A frozen
     layer between two learning ones still passes the gradient on.
     """
-    first = 0 if input_grad else next((i for i, layer in enumerate(layers) if layer.needs_grad()), None)
-    if first is None:
+    first = 0 if input_grad else lowest_learning_layer(layers)
+    if first == len(layers):
         return None  # nothing here learns, and nobody needs dx
     for index in reversed(range(first, len(layers))):
         dout = backward_through(layers[index], dout, input_grad=input_grad or index > first)
     return dout if input_grad else None
+
+
+def forward_chain(layers, x, input_grad=True, run_layers=None):
+    """``x`` through ``layers`` one after another; ``run_layers(layers, x)`` runs a stretch of them.
+
+    ``input_grad=False`` promises that the backward pass will not need ``dL/dx`` (see
+    :func:`backward_chain`): then the frozen layers below the lowest one that learns run under
+    :func:`~npmobilenet.no_grad`, keeping no cache (and, in evaluation mode, with batch norm
+    folded), since no backward pass will ever go through them. Fine-tuning the classifier of
+    a frozen network then costs one inference pass through the features.
+    """
+    run_layers = run_in_turn if run_layers is None else run_layers
+    if input_grad:
+        return run_layers(layers, x)
+    first = lowest_learning_layer(layers)
+    with no_grad():  # nothing below the lowest learning layer will run backward
+        x = run_layers(layers[:first], x)
+    if first == len(layers):
+        return x
+    x = forward_through(layers[first], x, input_grad=False)
+    return run_layers(layers[first + 1 :], x)
+
+
+def run_in_turn(layers, x):
+    """``x`` through each of ``layers`` in turn."""
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def lowest_learning_layer(layers):
+    """The index of the first of ``layers`` with a parameter that needs a gradient (``len(layers)`` when none has)."""
+    return next((index for index, layer in enumerate(layers) if layer.needs_grad()), len(layers))
+
+
+def forward_through(module, x, input_grad):
+    """``module(x)``, telling a container (a module with children) whether its input's gradient will be wanted."""
+    if next(module.children(), None) is not None:
+        return module(x, input_grad=input_grad)
+    return module(x)
 
 
 def backward_through(module, dout, input_grad):
@@ -428,8 +471,8 @@ class FoldingSequential(Sequential):
     built from it.
     """
 
-    def forward(self, x):
-        layers = list(self)
+    def run_layers(self, layers, x):
+        """``x`` through ``layers``, each convolution followed by a batch norm folded into one where :func:`can_fold`."""
         index = 0
         while index < len(layers):
             layer = layers[index]

@@ -3,14 +3,16 @@
 One training step, written out, is what :func:`fit` repeats over every batch of every epoch::
 
     optimizer.zero_grad()                      # gradients add up otherwise
-    logits = model(x)                          # forward, keeping each layer's cache
+    logits = model(x, input_grad=False)        # forward, keeping each learning layer's cache
     loss = criterion(logits, y)                # softmax cross-entropy
     model.backward(criterion.backward(), input_grad=False)   # every parameter's .grad
     optimizer.step()                           # move the parameters against their gradients
 
 ``input_grad=False`` says that nobody needs ``dL/dx`` of the images, so the backward pass
-stops at the lowest layer that learns: with a frozen backbone
-(``model.features.requires_grad_(False)``), only the classifier runs backward.
+stops at the lowest layer that learns, and the forward pass runs the frozen layers below it
+under ``no_grad()`` (no caches; batch norm folded when it is in evaluation mode): with a
+frozen backbone (``model.features.requires_grad_(False)``), the features cost one inference
+pass and only the classifier runs backward.
 
 Around those lines :func:`fit` keeps what a real run needs:
 
@@ -47,7 +49,10 @@ from .errors import WeightsError
 from .grad_mode import no_grad
 from .optim.lr_scheduler import OneCycleLR
 
-__all__ = ["fit", "evaluate", "History", "Evaluation", "plot_history", "load_checkpoint", "ProgressBar"]
+__all__ = [
+    "fit", "evaluate", "History", "Evaluation", "plot_history", "load_checkpoint", "ProgressBar",
+    "finetune", "image_folder_loaders", "OPTIMIZERS",
+]
 
 CHECKPOINT_FORMAT = "npmobilenet-training-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -193,9 +198,9 @@ def train_one_epoch(model, loader, optimizer, criterion, freeze_batchnorm, batch
     try:
         for x, y in loader:
             optimizer.zero_grad()
-            logits = model(x)
+            logits = nn.forward_through(model, x, input_grad=False)
             loss = criterion(logits, y)
-            model.backward(criterion.backward(), input_grad=False)
+            nn.backward_through(model, criterion.backward(), input_grad=False)
             optimizer.step()
             if batch_scheduler is not None:
                 batch_scheduler.step()
@@ -309,6 +314,87 @@ def restore_random_state(model, loader, state):
     dropouts = [module for module in model.modules() if isinstance(module, nn.Dropout)]
     for module, generator_state in zip(dropouts, state["dropout"]):
         module.rng.bit_generator.state = generator_state
+
+
+# --- the recipe: fine-tuning a pretrained MobileNetV2 on a folder of images ---------------------
+
+# name -> (optimizer class, its settings besides lr): SGD with momentum and a little weight decay
+# is the transfer-learning tutorial's recipe; the others with torch's defaults.
+OPTIMIZERS = {
+    "sgd": ("SGD", {"momentum": 0.9, "weight_decay": 1e-4}),
+    "adam": ("Adam", {}),
+    "adamw": ("AdamW", {}),
+    "rmsprop": ("RMSprop", {"alpha": 0.9, "momentum": 0.9}),  # the paper's decay and momentum
+}
+
+
+def image_folder_loaders(data_dir, batch_size=16, seed=0, workers=None, crop_size=224, resize_size=256):
+    """The loaders of ``data_dir/train`` (and ``data_dir/val`` when it exists), as PyTorch's transfer-learning tutorial makes them.
+
+    Training images get a random crop of random size and aspect ratio, resized to
+    ``crop_size`` (``RandomResizedCrop``), and a random horizontal flip: every epoch sees
+    slightly different images. Validation images are resized (shorter side ``resize_size``)
+    and centre-cropped, as for prediction. Both are normalised with ImageNet's mean and std.
+    Returns ``(train_loader, val_loader or None)``.
+    """
+    from . import transforms as T
+    from .data import DataLoader, ImageFolder
+
+    normalize = [T.ToArray(), T.Normalize(T.IMAGENET_MEAN, T.IMAGENET_STD)]
+    augment = T.Compose([T.RandomResizedCrop(crop_size), T.RandomHorizontalFlip(), *normalize])
+    plain = T.Compose([T.Resize(resize_size), T.CenterCrop(crop_size), *normalize])
+    root = os.fspath(data_dir)
+    train_set = ImageFolder(os.path.join(root, "train"), transform=augment)
+    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, seed=seed, workers=workers)
+    val_dir = os.path.join(root, "val")
+    if not os.path.isdir(val_dir):
+        return train_loader, None
+    val_set = ImageFolder(val_dir, transform=plain)
+    if val_set.classes != train_set.classes:
+        raise ValueError(f"{val_dir}: expected the classes of {root}/train, {train_set.classes}, found {val_set.classes}")
+    return train_loader, DataLoader(val_set, batch_size=batch_size, workers=workers)
+
+
+def finetune(data_dir, *, weights=None, epochs=10, batch_size=16, lr=0.01, optimizer="sgd", train_blocks=0,
+             freeze_batchnorm=True, checkpoint=None, resume=None, seed=0, workers=None, progress=None, log=sys.stderr):
+    """Fine-tune a pretrained MobileNetV2 on ``data_dir/train`` (a folder per class), validating on ``data_dir/val``.
+
+    Transfer learning in the usual two forms:
+
+    * ``train_blocks=0`` (the default): the features are frozen and only a new classifier for
+      the folder's classes learns (the pretrained network as a fixed feature extractor);
+    * ``train_blocks=k``: the last ``k`` of the 19 feature blocks learn too, with the classifier.
+
+    ``weights`` are the pretrained weights (a registry name or a file; by default found as
+    :func:`~npmobilenet.mobilenet_v2` finds them). ``optimizer`` is a key of
+    :data:`OPTIMIZERS`. Batch norm stays in evaluation mode unless ``freeze_batchnorm=False``.
+    The other arguments are :func:`fit`'s. Returns ``(model, history)``, with the model
+    holding the best epoch's weights.
+    """
+    import warnings
+
+    from . import optim
+    from .models import mobilenet_v2
+
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"finetune: expected optimizer to be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    train_loader, val_loader = image_folder_loaders(data_dir, batch_size=batch_size, seed=seed, workers=workers)
+    classes = train_loader.dataset.classes
+    with warnings.catch_warnings():  # the new classifier is the point here: say it in the log instead
+        warnings.simplefilter("ignore", UserWarning)
+        model = mobilenet_v2(weights=weights, num_classes=len(classes), seed=seed)
+    model.features.requires_grad_(False)
+    if train_blocks:
+        model.features[-train_blocks:].requires_grad_(True)
+    name, settings = OPTIMIZERS[optimizer]
+    learning = [p for p in model.parameters() if p.requires_grad]
+    _say(log, f"fine-tuning on {len(train_loader.dataset)} images of {len(classes)} classes ({', '.join(classes)}): "
+              f"a new classifier{f' and the last {train_blocks} feature blocks' if train_blocks else ''}, "
+              f"{sum(p.data.size for p in learning):,} parameters learn")
+    history = fit(model, train_loader, getattr(optim, name)(learning, lr=lr, **settings), epochs,
+                  val_loader=val_loader, freeze_batchnorm=freeze_batchnorm, checkpoint=checkpoint, resume=resume,
+                  class_names=classes, restore_best=True, progress=progress, log=log)
+    return model, history
 
 
 # --- the progress bar ----------------------------------------------------------------------------

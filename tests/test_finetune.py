@@ -199,3 +199,36 @@ def test_cross_entropy_loss_with_label_smoothing_matches_torch(torch, label_smoo
 def test_label_smoothing_out_of_range_raises():
     with pytest.raises(ValueError, match="label_smoothing"):
         nn.CrossEntropyLoss(label_smoothing=1.5)
+
+
+@pytest.mark.parametrize("batchnorm_mode", ["train", "eval"])
+def test_forward_without_input_grad_runs_the_frozen_layers_without_caches(batchnorm_mode):
+    """``model(x, input_grad=False)``: the frozen blocks keep no cache (and fold batch norm in
+    eval mode), the learning ones do, and logits and gradients equal the plain forward's."""
+    model = small_model()
+    model.features.requires_grad_(False)
+    model.features[16].requires_grad_(True)
+    if batchnorm_mode == "eval":
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+    x, dout = batch(), upstream_gradient((2, 5), seed=3)
+    model_plain = small_model()
+    model_plain.load_state_dict(model.state_dict())
+    for ours, plain in zip(model.modules(), model_plain.modules()):
+        plain.training = ours.training
+        for p, q in zip(ours.parameters(), plain.parameters()):
+            q.requires_grad = p.requires_grad
+    logits = model(x, input_grad=False)
+    assert all(m.cache is None for i in range(16) for m in model.features[i].modules())
+    assert model.features[16].conv[0][0].cache is not None
+    expected = model_plain(x)
+    np.testing.assert_allclose(logits, expected, rtol=1e-12, atol=1e-12)
+    model.backward(dout, input_grad=False)
+    model_plain.backward(dout)
+    for (name, p), (_, q) in zip(model.named_parameters(), model_plain.named_parameters()):
+        if p.requires_grad:
+            np.testing.assert_allclose(p.grad, q.grad, rtol=1e-10, atol=1e-12, err_msg=name)
+    if batchnorm_mode == "train":  # the frozen blocks' batch norms still moved their statistics
+        np.testing.assert_array_equal(model.state_dict()["features.3.conv.0.1.running_mean"],
+                                      model_plain.state_dict()["features.3.conv.0.1.running_mean"])

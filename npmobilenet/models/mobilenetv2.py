@@ -122,8 +122,8 @@ class InvertedResidual(nn.Module):
         self.conv = nn.FoldingSequential(*layers)
         self.out_channels = out_channels
 
-    def forward(self, x):
-        out = self.conv(x)
+    def forward(self, x, input_grad=True):
+        out = self.conv(x, input_grad=input_grad)
         if self.use_res_connect:
             out += x  # in place: out is the last batch norm's new output, which no cache holds
         return out
@@ -208,17 +208,20 @@ class MobileNetV2(nn.Module):
                 module.weight.data[...] = rng.normal(0.0, 0.01, module.weight.shape)
                 module.bias.data[...] = 0
 
-    def forward(self, x):
+    def forward(self, x, input_grad=True):
         """Logits ``(N, num_classes)`` for an ``(N, 3, H, W)`` batch.
 
         The input is copied once into channels-last memory (see
         :mod:`npmobilenet.functional.fast.layout`); every layer keeps that memory order, so no
         other layout conversion happens. In eval mode under ``no_grad()`` each convolution
         runs with its batch norm folded into it (:class:`npmobilenet.nn.FoldingSequential`).
+        ``input_grad=False`` (training, where the backward pass will be called with it too)
+        runs the frozen layers below the lowest learning one under ``no_grad()``
+        (:func:`npmobilenet.nn.forward_chain`).
         """
         check_float_array("input", x, "MobileNetV2", ndim=4)
         x = channels_last(x)
-        return self.classifier(self.pool(self.features(x)))
+        return nn.forward_chain([self.features, self.pool, self.classifier], x, input_grad)
 
     def backward(self, dlogits, input_grad=True):
         """``dL/dx`` for ``dlogits = dL/dlogits``; every parameter's ``.grad`` gets its share added.
