@@ -8,6 +8,8 @@ The pieces, from the bottom up:
   NumPy: start reading here) and ``functional.fast`` (what ``nn`` runs);
 * :mod:`npmobilenet.nn`: ``Module``, ``Sequential`` and layers named as in ``torch.nn``;
 * :mod:`npmobilenet.optim`: SGD, Adam, AdamW, RMSprop and learning-rate schedules, torch.optim's rules;
+* :mod:`npmobilenet.train`: ``fit`` and ``evaluate``, checkpoints and resuming, ``finetune``;
+* :mod:`npmobilenet.data`: ``ImageFolder`` and ``DataLoader`` (needs Pillow);
 * :mod:`npmobilenet.models`: the network, with torchvision's module tree and keys
   (:mod:`~npmobilenet.models.mobilenetv2`), and beside it the registry of torchvision's
   ImageNet weights and where weights come from (:mod:`~npmobilenet.models.weights`);
@@ -21,14 +23,14 @@ The pieces, from the bottom up:
 * :mod:`npmobilenet.cli` and :mod:`npmobilenet.bench`: the ``npmobilenet`` command and its
   benchmark against torchvision.
 
-``import npmobilenet`` needs NumPy alone: the image code (``transforms``, ``imagenet``,
-``predict``, ``Prediction``), which needs Pillow, is imported the first time it is used
+``import npmobilenet`` needs NumPy alone: the image code (``transforms``, ``data``,
+``imagenet``, ``predict``, ``Prediction``), which needs Pillow, is imported the first time it is used
 (:func:`__getattr__`). Never torch or matplotlib.
 """
 
 import importlib
 
-from . import errors, functional, gradcheck, io, models, nn, optim
+from . import errors, functional, gradcheck, io, models, nn, optim, train
 from .errors import BackwardError, ImageError, ShapeError, UnsafeCheckpointError, WeightsError
 from .grad_mode import is_grad_enabled, no_grad
 from .io import load_npz, load_torch_checkpoint, save_npz, save_torch_checkpoint
@@ -40,13 +42,14 @@ __version__ = "0.1.0"  # the one place the version is written: pyproject.toml re
 # imported on first use.
 _IMAGE_NAMES = {
     "transforms": ("npmobilenet.transforms", None),
+    "data": ("npmobilenet.data", None),
     "imagenet": ("npmobilenet.imagenet", None),
     "predict": ("npmobilenet.prediction", "predict"),
     "Prediction": ("npmobilenet.prediction", "Prediction"),
 }
 
 __all__ = [
-    "errors", "functional", "gradcheck", "imagenet", "io", "models", "nn", "optim", "transforms",
+    "data", "errors", "functional", "gradcheck", "imagenet", "io", "models", "nn", "optim", "train", "transforms",
     "BackwardError", "ImageError", "ShapeError", "UnsafeCheckpointError", "WeightsError",
     "no_grad", "is_grad_enabled",
     "MobileNetV2", "mobilenet_v2",

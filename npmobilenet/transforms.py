@@ -41,8 +41,19 @@ F                      32-bit floats: Pillow's rule, values taken as 0..255, cli
 =====================  ===================================================================
 
 A multi-frame file (an animated GIF, a multi-page TIFF) gives its first frame.
+
+Training transforms
+-------------------
+The second half of the module has torchvision's transform classes, one step each, chained
+with :class:`Compose`: :class:`RandomResizedCrop` and :class:`RandomHorizontalFlip` (the
+augmentations), :class:`Resize`, :class:`CenterCrop`, :class:`ToArray` (torchvision's
+``ToTensor``) and :class:`Normalize`, with the functions they use, :func:`resize`,
+:func:`resized_crop` and :func:`hflip`. A random transform draws from a
+``numpy.random.Generator``: the one passed as ``transform(image, rng=generator)``, else its
+own, made from its ``seed`` argument; see :class:`RandomTransform`.
 """
 
+import math
 import os
 import re
 import warnings
@@ -66,6 +77,19 @@ __all__ = [
     "resized_size",
     "to_float_array",
     "to_rgb",
+    # training transforms (the second half of the module)
+    "CenterCrop",
+    "Compose",
+    "Normalize",
+    "RandomHorizontalFlip",
+    "RandomResizedCrop",
+    "RandomTransform",
+    "Resize",
+    "ToArray",
+    "apply_transform",
+    "hflip",
+    "resize",
+    "resized_crop",
 ]
 
 # The per-channel (R, G, B) mean and standard deviation of ImageNet's training images, in [0, 1].
@@ -277,19 +301,23 @@ def center_crop(image, size):
     """
     _check_pil_image(image, "center_crop")
     _check_positive_int("size", size, "center_crop")
+    return _center_crop(image, int(size), int(size), "center_crop")
+
+
+def _center_crop(image, height, width, op):
+    """The central ``height x width`` box of a PIL image, padded first: :func:`center_crop`'s steps, per side."""
     if image.mode not in ("RGB", "RGBA", "L"):
-        raise ValueError(f"center_crop: expected an RGB, RGBA or L image, got mode {image.mode}; convert it with to_rgb()")
-    size = int(size)
-    pixels = np.asarray(_pad_to_at_least(image, size))
-    left = round((pixels.shape[1] - size) / 2)
-    top = round((pixels.shape[0] - size) / 2)
-    return Image.fromarray(np.ascontiguousarray(pixels[top:top + size, left:left + size]))
+        raise ValueError(f"{op}: expected an RGB, RGBA or L image, got mode {image.mode}; convert it with to_rgb()")
+    pixels = np.asarray(_pad_to_at_least(image, height, width))
+    left = round((pixels.shape[1] - width) / 2)
+    top = round((pixels.shape[0] - height) / 2)
+    return Image.fromarray(np.ascontiguousarray(pixels[top:top + height, left:left + width]))
 
 
-def _pad_to_at_least(image, size):
-    """Pad each side shorter than ``size`` with zeros: ``d // 2`` before, ``(d + 1) // 2`` after."""
-    pad_width = max(size - image.width, 0)
-    pad_height = max(size - image.height, 0)
+def _pad_to_at_least(image, height, width):
+    """Pad a side shorter than ``height`` (``width``) with zeros: ``d // 2`` before, ``(d + 1) // 2`` after."""
+    pad_width = max(width - image.width, 0)
+    pad_height = max(height - image.height, 0)
     if pad_width == 0 and pad_height == 0:
         return image
     border = (pad_width // 2, pad_height // 2, (pad_width + 1) // 2, (pad_height + 1) // 2)  # l, t, r, b
@@ -427,3 +455,353 @@ def _resample_filter(interpolation):
         raise ValueError(
             f"expected interpolation to be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}"
         ) from None
+
+
+# =============================================================================================
+# Training transforms: torchvision's names and meaning, NumPy's random numbers
+# =============================================================================================
+#
+# torchvision.transforms has classes that each do one step, chained with Compose:
+#
+#     train = Compose([RandomResizedCrop(224), RandomHorizontalFlip(),
+#                      ToArray(), Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+#     evaluate = Compose([Resize(256), CenterCrop(224),
+#                         ToArray(), Normalize(IMAGENET_MEAN, IMAGENET_STD)])  # = preprocess
+#
+# The classes below are those, with the same names, meaning and results (ToTensor is called
+# ToArray here: it makes a NumPy array; torchvision's arguments that only matter to tensors, such
+# as antialias, are left out: Pillow always antialiases when it shrinks). Each works on the PIL image open_image() gives, up to
+# ToArray, and on the (3, H, W) float32 array after it (Normalize; RandomHorizontalFlip takes both).
+#
+# Where random numbers come from. torchvision draws from torch's global generator, so its
+# augmentations depend on every other use of that generator, and on which worker process runs
+# which image. Here a random transform is called as ``transform(image, rng=generator)`` with a
+# numpy.random.Generator, and draws only from it; called without one, it draws from its own
+# generator, ``np.random.default_rng(seed)`` made when the transform was. The DataLoader gives
+# every sample its own generator, made from (seed, epoch, index), so a sample's crop and flip are
+# the same whichever thread decodes it and in whatever order the threads finish.
+
+def apply_transform(transform, image, rng=None):
+    """Call ``transform`` on ``image``, handing it ``rng`` if it draws random numbers.
+
+    A transform that draws random numbers says so with the attribute ``takes_rng = True`` (the
+    random transforms here and :class:`Compose` have it) and is called as
+    ``transform(image, rng=rng)``. Any other callable, a deterministic transform, a function
+    such as :func:`preprocess`, a lambda, is called as ``transform(image)``.
+    """
+    if getattr(transform, "takes_rng", False):
+        return transform(image, rng=rng)
+    return transform(image)
+
+
+class Compose:
+    """Apply ``transforms`` one after the other, as ``torchvision.transforms.Compose``.
+
+    ``Compose([f, g, h])(image)`` is ``h(g(f(image)))``. Called with ``rng``, it hands the one
+    generator to each random transform in turn (:func:`apply_transform`): the crop draws first,
+    then the flip, so the result depends on the generator's state alone.
+    """
+
+    takes_rng = True
+
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+        for transform in self.transforms:
+            if not callable(transform):
+                raise TypeError(
+                    f"Compose: expected a list of transforms (callables), got {transform!r}"
+                )
+
+    def __call__(self, image, rng=None):
+        for transform in self.transforms:
+            image = apply_transform(transform, image, rng)
+        return image
+
+    def __repr__(self):
+        lines = [f"    {transform}" for transform in self.transforms]
+        return "\n".join([f"{type(self).__name__}(", *lines, ")"])
+
+
+class RandomTransform:
+    """Base class of the transforms that draw random numbers.
+
+    ``transform(image, rng=None)``: the random numbers come from ``rng``, a
+    ``numpy.random.Generator``, when it is given (the :class:`~npmobilenet.data.DataLoader`
+    gives each sample its own); otherwise from the transform's own generator ``self.rng``,
+    ``np.random.default_rng(seed)`` (``seed=None``: fresh entropy from the operating system,
+    different every run). A subclass writes ``forward(self, image, rng)`` (torchvision's name),
+    with the generator already chosen.
+    """
+
+    takes_rng = True
+
+    def __init__(self, seed=None):
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, image, rng=None):
+        if rng is None:
+            rng = self.rng
+        elif not isinstance(rng, np.random.Generator):
+            # An int would be tempting, but Compose hands the same rng to every transform: each
+            # would make the same generator from it and draw the same numbers.
+            raise TypeError(
+                f"{type(self).__name__}: expected rng to be a numpy.random.Generator, got "
+                f"{type(rng).__name__}; pass np.random.default_rng(seed)"
+            )
+        return self.forward(image, rng)
+
+    def forward(self, image, rng):
+        raise NotImplementedError
+
+
+# --- sizes -----------------------------------------------------------------------------------
+
+def _height_width(size, op):
+    """``size`` as a ``(height, width)`` tuple: an int ``s`` or ``[s]`` means ``(s, s)``, as torchvision's."""
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = (size, size)
+    elif isinstance(size, (tuple, list)) and len(size) == 1:
+        size = (size[0], size[0])
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
+        raise ValueError(f"{op}: expected size to be an int or a (height, width) pair, got {size!r}")
+    for side in size:
+        _check_positive_int("size", side, op)
+    return (int(size[0]), int(size[1]))
+
+
+def resize(image, size, interpolation="bilinear"):
+    """Resize a PIL image as ``torchvision.transforms.functional.resize`` does.
+
+    ``size`` an int (or ``[int]``): the shorter side becomes ``size``, keeping the aspect ratio
+    (:func:`resize_shorter_side`). ``size`` a ``(height, width)`` pair: exactly that size, the
+    aspect ratio changing if it must. An image already that size is returned unchanged.
+    """
+    _check_pil_image(image, "resize")
+    if isinstance(size, (tuple, list)) and len(size) == 2:
+        height, width = _height_width(size, "resize")
+        if (width, height) == image.size:
+            return image
+        return image.resize((width, height), _resample_filter(interpolation))
+    shorter_side, _ = _height_width(size, "resize")
+    return resize_shorter_side(image, shorter_side, interpolation)
+
+
+class Resize:
+    """Resize to ``size``: torchvision's ``Resize`` (see :func:`resize` for what ``size`` means)."""
+
+    def __init__(self, size, interpolation="bilinear"):
+        _height_width(size, "Resize")  # checks size
+        _resample_filter(interpolation)  # checks interpolation
+        self.size = size
+        self.interpolation = interpolation
+
+    def __call__(self, image):
+        return resize(image, self.size, self.interpolation)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(size={self.size}, interpolation={self.interpolation})"
+
+
+class CenterCrop:
+    """Cut the central ``size`` box (an int or ``(height, width)``): torchvision's ``CenterCrop``.
+
+    The steps are :func:`center_crop`'s, for each side on its own: pad with black a side
+    shorter than the box, then cut at ``top = round((H - h) / 2)``, ``left = round((W - w) / 2)``.
+    """
+
+    def __init__(self, size):
+        self.size = _height_width(size, "CenterCrop")
+
+    def __call__(self, image):
+        _check_pil_image(image, "CenterCrop")
+        return _center_crop(image, *self.size, "CenterCrop")
+
+    def __repr__(self):
+        return f"{type(self).__name__}(size={self.size})"
+
+
+# --- the random crop -------------------------------------------------------------------------
+
+def resized_crop(image, top, left, height, width, size, interpolation="bilinear"):
+    """Cut the box ``(top, left, height, width)`` out of a PIL image, then :func:`resize` it to ``size``.
+
+    torchvision's ``functional.resized_crop`` on a PIL image, with the same Pillow calls:
+    ``image.crop((left, top, left + width, top + height))``, then the resize. The box may
+    reach outside the image (``top`` or ``left`` negative, or past the far edge): the part
+    outside is black, as Pillow's ``crop`` makes it.
+    """
+    _check_pil_image(image, "resized_crop")
+    for name, value in (("top", top), ("left", left)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"resized_crop: expected {name} to be an int, got {value!r}")
+    _check_positive_int("height", height, "resized_crop")
+    _check_positive_int("width", width, "resized_crop")
+    top, left, height, width = int(top), int(left), int(height), int(width)
+    box = image.crop((left, top, left + width, top + height))
+    return resize(box, size, interpolation)
+
+
+class RandomResizedCrop(RandomTransform):
+    """Cut a random box out of the image and resize it to ``size``: torchvision's ``RandomResizedCrop``.
+
+    The augmentation that Inception, ResNet and MobileNetV2 were trained with on ImageNet. The
+    box keeps a random fraction ``s`` of the image's area, within ``scale``, and has a random
+    aspect ratio ``r = width / height``, within ``ratio``; it is then resized to ``size`` (an int
+    or ``(height, width)``), so the network sees a random zoom into the photo, a little
+    stretched.
+
+    How the box is drawn, :meth:`get_params`, for an image ``W`` pixels wide and ``H`` high,
+    area ``A = W * H``:
+
+    1. Up to 10 tries:
+
+       a. ``s ~ Uniform(scale[0], scale[1])``: the fraction of the area to keep;
+       b. ``log r ~ Uniform(log ratio[0], log ratio[1])``: uniform in log space, so that a box
+          and the same box turned a quarter (``r`` and ``1 / r``) are equally likely;
+       c. ``w = round(sqrt(s * A * r))``, ``h = round(sqrt(s * A / r))``: then ``w * h`` is
+          about ``s * A`` and ``w / h`` about ``r``;
+       d. if the box fits, ``0 < w <= W`` and ``0 < h <= H``, place it uniformly at random,
+          ``top`` in ``0 .. H - h``, ``left`` in ``0 .. W - w``, and stop.
+
+    2. If no try fitted (a very wide or tall image, or ``scale`` above 1), the fallback is a
+       central box: the whole image if its own aspect ratio ``W / H`` lies within ``ratio``;
+       otherwise the largest central box with the nearest allowed ratio (full height and
+       ``w = round(H * max(ratio))`` for a wide image, full width and
+       ``h = round(W / min(ratio))`` for a tall one).
+
+    ``round`` is Python's (halves go to the even integer), as in torchvision. Only the random
+    numbers differ from torchvision's: NumPy's generator, not torch's (see :class:`RandomTransform`).
+    """
+
+    ATTEMPTS = 10  # tries at a random box before the central fallback
+
+    def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bilinear",
+                 seed=None):
+        super().__init__(seed)
+        self.size = _height_width(size, "RandomResizedCrop")
+        self.scale = _check_range("scale", scale)
+        self.ratio = _check_range("ratio", ratio)
+        _resample_filter(interpolation)  # checks interpolation
+        self.interpolation = interpolation
+
+    @staticmethod
+    def get_params(image, scale, ratio, rng=None):
+        """Draw a box ``(top, left, height, width)`` for ``image``, the algorithm in the class docstring.
+
+        ``rng`` is a ``numpy.random.Generator`` (``None``: a fresh one seeded by the operating system).
+        """
+        _check_pil_image(image, "RandomResizedCrop.get_params")
+        rng = np.random.default_rng() if rng is None else rng
+        width, height = image.size
+        area = width * height
+        log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+        for _ in range(RandomResizedCrop.ATTEMPTS):
+            target_area = area * rng.uniform(scale[0], scale[1])
+            aspect_ratio = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+            w = round(math.sqrt(target_area * aspect_ratio))
+            h = round(math.sqrt(target_area / aspect_ratio))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(rng.integers(0, height - h + 1))
+                left = int(rng.integers(0, width - w + 1))
+                return top, left, h, w
+        return _central_box_within_ratio(width, height, ratio)
+
+    def forward(self, image, rng):
+        top, left, height, width = self.get_params(image, self.scale, self.ratio, rng)
+        return resized_crop(image, top, left, height, width, self.size, self.interpolation)
+
+    def __repr__(self):
+        scale = tuple(round(s, 4) for s in self.scale)
+        ratio = tuple(round(r, 4) for r in self.ratio)
+        return (f"{type(self).__name__}(size={self.size}, scale={scale}, ratio={ratio}, "
+                f"interpolation={self.interpolation})")
+
+
+def _central_box_within_ratio(width, height, ratio):
+    """RandomResizedCrop's fallback: the largest central box whose aspect ratio lies within ``ratio``."""
+    image_ratio = width / height
+    if image_ratio < min(ratio):  # too tall: keep the width, cut the height
+        w, h = width, round(width / min(ratio))
+    elif image_ratio > max(ratio):  # too wide: keep the height, cut the width
+        w, h = round(height * max(ratio)), height
+    else:  # the whole image already has an allowed shape
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _check_range(name, values):
+    """A ``(min, max)`` pair of positive numbers, as a tuple of floats."""
+    try:
+        low, high = (float(value) for value in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"RandomResizedCrop: expected {name} to be a (min, max) pair of numbers, got {values!r}") from None
+    if not 0 < low <= high:
+        raise ValueError(f"RandomResizedCrop: expected {name} = (min, max) with 0 < min <= max, got {values!r}")
+    return (low, high)
+
+
+# --- the random flip -------------------------------------------------------------------------
+
+def hflip(image):
+    """Mirror left to right: a PIL image, or an array whose last axis is the width (``(C, H, W)``)."""
+    if isinstance(image, Image.Image):
+        return image.transpose(Image.FLIP_LEFT_RIGHT)
+    if isinstance(image, np.ndarray):
+        return np.ascontiguousarray(image[..., ::-1])
+    raise TypeError(f"hflip: expected a PIL image or a numpy array, got {type(image).__name__}")
+
+
+class RandomHorizontalFlip(RandomTransform):
+    """Mirror the image left to right with probability ``p``: torchvision's ``RandomHorizontalFlip``.
+
+    One draw ``u ~ Uniform[0, 1)``; the image is flipped when ``u < p`` (so ``p = 1`` always
+    flips and ``p = 0`` never does). It takes a PIL image or a ``(C, H, W)`` array.
+    """
+
+    def __init__(self, p=0.5, seed=None):
+        super().__init__(seed)
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ValueError(f"RandomHorizontalFlip: expected a probability p in [0, 1], got {p!r}")
+        self.p = p
+
+    def forward(self, image, rng):
+        if rng.random() < self.p:
+            return hflip(image)
+        return image
+
+    def __repr__(self):
+        return f"{type(self).__name__}(p={self.p})"
+
+
+# --- to an array, normalized -----------------------------------------------------------------
+
+class ToArray:
+    """An RGB PIL image -> a ``(3, H, W)`` float32 array in [0, 1]: torchvision's ``ToTensor`` (:func:`to_float_array`)."""
+
+    def __call__(self, image):
+        return to_float_array(image)
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class Normalize:
+    """Per channel ``c``, ``(x[c] - mean[c]) / std[c]``: torchvision's ``Normalize`` (:func:`normalize`).
+
+    For ImageNet-trained weights: ``Normalize(IMAGENET_MEAN, IMAGENET_STD)``.
+    """
+
+    def __init__(self, mean, std):
+        if len(mean) != len(std) or min(std) <= 0:
+            raise ValueError(
+                f"Normalize: expected mean and std with one value per channel and every std "
+                f"positive, got mean={mean!r}, std={std!r}"
+            )
+        self.mean = mean
+        self.std = std
+
+    def __call__(self, array):
+        return normalize(array, self.mean, self.std)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(mean={self.mean}, std={self.std})"
