@@ -163,3 +163,89 @@ def test_plot_history_draws_both_curves(tmp_path):
 
     with Image.open(path) as image:
         assert image.size == (900, 350)
+
+
+# --- checkpoints, resuming, Ctrl-C ---------------------------------------------------------------
+
+
+def image_folder(root, per_class=6, size=(40, 52)):
+    """A small ImageFolder tree of random PNGs: ``root/a`` and ``root/b``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for k in range(per_class):
+            pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{k}.png")
+    return root
+
+
+def augmenting_loader(root):
+    from npmobilenet import transforms as T
+    from npmobilenet.data import DataLoader, ImageFolder
+
+    transform = T.Compose([T.RandomResizedCrop(48), T.RandomHorizontalFlip(), T.ToArray(),
+                           T.Normalize(T.IMAGENET_MEAN, T.IMAGENET_STD)])
+    return DataLoader(ImageFolder(root, transform=transform), batch_size=4, shuffle=True, seed=3, workers=2)
+
+
+def training_run(root, epochs, checkpoint=None, resume=None, step_hook=None):
+    """A run with everything random in play: shuffling, random crops and flips, dropout, momentum, a schedule."""
+    model = npmobilenet.MobileNetV2(num_classes=2, width_mult=0.35, dropout=0.3, seed=0)
+    optimizer = optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    if step_hook is not None:
+        optimizer.step = step_hook(optimizer.step)
+    scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    history = train.fit(model, augmenting_loader(root), optimizer, epochs, scheduler=scheduler,
+                        checkpoint=checkpoint, resume=resume, log=None)
+    return model, history
+
+
+def test_two_epochs_a_stop_and_one_more_equal_three_epochs_bit_for_bit(tmp_path):
+    root = image_folder(tmp_path / "images")
+    straight, straight_history = training_run(root, 3)
+    path = tmp_path / "run.pth"
+    training_run(root, 2, checkpoint=path)
+    resumed, resumed_history = training_run(root, 3, checkpoint=path, resume=path)
+    for name, value in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], value, err_msg=name)
+    assert resumed_history.train_loss == straight_history.train_loss
+    assert resumed_history.learning_rate == straight_history.learning_rate
+    assert train.load_checkpoint(path)["epoch"] == 3
+
+
+def test_the_checkpoint_is_torch_loadable_and_names_the_classes(torch, tmp_path):
+    root = image_folder(tmp_path / "images")
+    path = tmp_path / "run.pth"
+    model, _ = training_run(root, 1, checkpoint=path)
+    contents = torch.load(path, weights_only=True)
+    assert contents["class_names"] == ["a", "b"] and contents["epoch"] == 1
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(contents["model"][name].numpy(), value, err_msg=name)
+    assert set(contents["optimizer"]) == {"state", "param_groups"}
+    assert npmobilenet.load_torch_checkpoint(path).keys() == model.state_dict().keys()
+
+
+def test_ctrl_c_leaves_the_last_complete_checkpoint(tmp_path):
+    """KeyboardInterrupt in the middle of epoch 2: the file still holds epoch 1, whole, and resuming from it works."""
+    root = image_folder(tmp_path / "images")
+    path = tmp_path / "run.pth"
+    calls = []
+
+    def interrupt_in_epoch_two(step):
+        def step_or_interrupt(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 5:  # three batches an epoch: the second batch of epoch 2
+                raise KeyboardInterrupt
+            return step(*args, **kwargs)
+        return step_or_interrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training_run(root, 3, checkpoint=path, step_hook=interrupt_in_epoch_two)
+    assert train.load_checkpoint(path)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "run.pth"], "no temporary file is left"
+    straight, _ = training_run(root, 3)
+    resumed, _ = training_run(root, 3, checkpoint=path, resume=path)
+    for name, value in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], value, err_msg=name)

@@ -1,10 +1,13 @@
 """Weights files without PyTorch: one job a module, as ``torch.serialization`` and ``torch.hub``.
 
-* :mod:`~npmobilenet.io.torch_load`: :func:`load_torch_checkpoint` reads both formats
-  ``torch.save`` writes, through an allow-list that refuses any pickled code (the module
-  docstring explains the formats);
-* :mod:`~npmobilenet.io.torch_save`: :func:`save_torch_checkpoint` writes the zip format,
-  which ``torch.load(weights_only=True)`` reads;
+* :mod:`~npmobilenet.io.torch_load`: :func:`load_torch_checkpoint` (a state dict) and
+  :func:`load_torch_file` (the whole object: a training checkpoint, its tensors as arrays)
+  read both formats ``torch.save`` writes, through an allow-list that refuses any pickled
+  code (the module docstring explains the formats);
+* :mod:`~npmobilenet.io.torch_save`: :func:`save_torch_checkpoint` (a state dict) and
+  :func:`save_torch_file` (any nesting of dicts, lists, tuples, numbers, strings and arrays:
+  a training checkpoint) write the zip format, which ``torch.load(weights_only=True)`` reads
+  (the module docstring explains the pickle, opcode by opcode);
 * :mod:`~npmobilenet.io.torch_types`: torch's storage types and dtypes, and NumPy's for each;
 * :mod:`~npmobilenet.io.npz`: :func:`save_npz` and :func:`load_npz`, NumPy's own format;
 * :mod:`~npmobilenet.io.any_format`: :func:`load_state_dict_file` reads either format,
@@ -24,10 +27,11 @@ from .any_format import load_state_dict_file
 from .atomic import atomic_write
 from .hub import cache_dir, cached_weights_path, download_weights
 from .npz import load_npz, save_npz
-from .torch_load import load_torch_checkpoint
-from .torch_save import save_torch_checkpoint
+from .torch_load import load_torch_checkpoint, load_torch_file
+from .torch_save import save_torch_checkpoint, save_torch_file
 
 __all__ = [
     "atomic_write", "cache_dir", "cached_weights_path", "download_weights", "load_npz",
-    "load_state_dict_file", "load_torch_checkpoint", "save_npz", "save_torch_checkpoint",
+    "load_state_dict_file", "load_torch_checkpoint", "load_torch_file", "save_npz",
+    "save_torch_checkpoint", "save_torch_file",
 ]

@@ -1,4 +1,6 @@
-"""Reading PyTorch checkpoints without PyTorch, safely: :func:`load_torch_checkpoint`.
+"""Reading PyTorch files without PyTorch, safely: :func:`load_torch_checkpoint` (a state dict)
+and :func:`load_torch_file` (the whole object: a training checkpoint with the optimizer's state,
+the epoch, the history ...).
 
 What ``torch.save`` writes
 --------------------------
@@ -52,6 +54,11 @@ small NumPy-side stand-in of our own, never torch's. Any other global raises
 :class:`~npmobilenet.errors.UnsafeCheckpointError` the moment it is named, before it could
 be called. The stand-ins only record what the pickle asks for (:class:`_TensorRef`); the
 arrays are made afterwards, with every offset and stride checked against the storage's size.
+Everything else a checkpoint holds (dicts, lists, tuples, str, int, float, bool, None) is
+built by opcodes of its own (EMPTY_DICT, SETITEMS, BINFLOAT, ...: see
+:mod:`npmobilenet.io.torch_save`) and needs no global at all. In protocol 2, which torch writes, a set, bytes or a complex number
+needs one (``builtins.set``, ``_codecs.encode``, ``builtins.complex``), so a file holding them
+is refused.
 
 Only the standard library and NumPy are used: this module never imports torch. The writer,
 :mod:`npmobilenet.io.torch_save`, writes the zip format described here.
@@ -68,11 +75,11 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import UnsafeCheckpointError, WeightsError
-from .checks import existing_file
+from .checks import existing_file, item_path
 from .sniff import describe_start, sniff, zip_folder
 from .torch_types import STORAGE_MODULES, STORAGE_TYPES, TORCH_DTYPES
 
-__all__ = ["load_torch_checkpoint"]
+__all__ = ["load_torch_checkpoint", "load_torch_file"]
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
@@ -295,6 +302,23 @@ def _tensor_to_array(tensor, storage_bytes, byteorder, source):
     return view.astype(dtype, order="C")
 
 
+class _Storages:
+    """A checkpoint's storages, each read (by ``read(storage, name)``) when a tensor first needs it."""
+
+    def __init__(self, source, byteorder, read):
+        self.source = source  # the file, for error messages
+        self.byteorder = byteorder
+        self._read = read
+        self._bytes = {}
+
+    def array(self, tensor, name):
+        """The array ``tensor`` (a :class:`_TensorRef`) describes; ``name`` says which tensor in errors."""
+        key = tensor.storage.key
+        if key not in self._bytes:
+            self._bytes[key] = self._read(tensor.storage, name)
+        return _tensor_to_array(tensor, self._bytes[key], self.byteorder, f"{self.source}: tensor {name!r}")
+
+
 def _check_storage_size(storage, data, source):
     expected = storage.numel * storage.torch_type.itemsize
     if len(data) != expected:
@@ -330,7 +354,75 @@ def _find_state_dict(obj, source):
     return obj
 
 
-def _load_zip_checkpoint(path):
+def _with_arrays(obj, storages):
+    """``obj`` as unpickled, with every tensor made an array: what :func:`load_torch_file` returns.
+
+    Dicts (plain or OrderedDict, in their order), lists and tuples are rebuilt around the
+    arrays; None, bool, int, float and str are kept. A tensor the pickle holds twice (pickle's
+    memo: ``BINGET``) becomes one array held twice. Anything else the allow-list let through
+    (a storage outside a tensor, a storage type or a rebuild function on its own, a tensor as a
+    dict key) raises a WeightsError naming where it sits, as ``optimizer.state.0``; so does an
+    object nested too deeply to walk (a thousand levels).
+    """
+    made = {}  # id of an unpickled tensor or container -> what it became
+
+    def convert(value, where):
+        if value is None or type(value) in (bool, int, float, str):
+            return value
+        if id(value) in made:
+            return made[id(value)]
+        name = where or "(top level)"
+        if isinstance(value, _TensorRef):
+            made[id(value)] = storages.array(value, name)
+        elif type(value) in (dict, OrderedDict):
+            made[id(value)] = result = type(value)()  # before the items: a dict may hold itself
+            for key, item in value.items():
+                if not _is_plain_key(key):
+                    kind = "tensor" if isinstance(key, _TensorRef) else type(key).__name__
+                    raise WeightsError(f"{storages.source}: {name!r} has a key of type {kind}; expected str or int keys")
+                result[key] = convert(item, item_path(where, key))
+        elif type(value) is list:
+            made[id(value)] = result = []
+            result.extend(convert(item, item_path(where, i)) for i, item in enumerate(value))
+        elif type(value) is tuple:
+            made[id(value)] = tuple(convert(item, item_path(where, i)) for i, item in enumerate(value))
+        else:
+            raise _unexpected(value, name, storages.source)
+        return made[id(value)]
+
+    try:
+        return convert(obj, "")
+    except RecursionError as error:
+        raise WeightsError(f"{storages.source}: the object is nested too deeply to read") from error
+
+
+def _unexpected(value, where, source):
+    if isinstance(value, _TorchType):
+        found = f"is torch.{value.name} on its own, not in a tensor"
+    elif isinstance(value, _StorageRef):
+        found = "is a storage on its own, not in a tensor"
+    else:
+        found = f"has type {type(value).__name__}"
+    return WeightsError(
+        f"{source}: {where!r} {found}; expected tensors, dicts, lists and tuples, str, int, "
+        f"float, bool and None"
+    )
+
+
+def _is_plain_key(key):
+    """Whether ``key`` is a dict key torch.save can write and we keep as it is (not a tensor)."""
+    return key is None or type(key) in (bool, int, float, str) or (type(key) is tuple and all(map(_is_plain_key, key)))
+
+
+def _state_dict_arrays(obj, storages):
+    """The state dict in ``obj`` (see :func:`_find_state_dict`), its tensors made arrays:
+    what :func:`load_torch_checkpoint` returns. Only its tensors' storages are read."""
+    state = _find_state_dict(obj, storages.source)
+    return {name: storages.array(tensor, name) for name, tensor in state.items()}
+
+
+def _read_zip_checkpoint(path, convert):
+    """Unpickle a zip checkpoint and return ``convert(object, storages)``, the file still open."""
     source = str(path)
     try:
         with zipfile.ZipFile(path) as archive:
@@ -353,24 +445,22 @@ def _load_zip_checkpoint(path):
                 raise WeightsError(f"{source}: expected byteorder 'little' or 'big', found {byteorder!r}")
             with archive.open(f"{folder}/data.pkl") as file:
                 obj, _ = _unpickle(file, source)
-            state = _find_state_dict(obj, source)
-            storages = {}
-            arrays = {}
-            for name, tensor in state.items():
-                key = tensor.storage.key
-                if key not in storages:
-                    record = f"{folder}/data/{key}"
-                    if record not in names:
-                        raise WeightsError(f"{source}: the record {record} for tensor {name!r} is missing")
-                    storages[key] = archive.read(record)
-                    _check_storage_size(tensor.storage, storages[key], source)
-                arrays[name] = _tensor_to_array(tensor, storages[key], byteorder, f"{source}: tensor {name!r}")
-            return arrays
+
+            def read_storage(storage, name):
+                record = f"{folder}/data/{storage.key}"
+                if record not in names:
+                    raise WeightsError(f"{source}: the record {record} for tensor {name!r} is missing")
+                data = archive.read(record)
+                _check_storage_size(storage, data, source)
+                return data
+
+            return convert(obj, _Storages(source, byteorder, read_storage))
     except (zipfile.BadZipFile, EOFError, OSError) as error:
         raise WeightsError(f"{source}: the zip archive is damaged or truncated ({error})") from error
 
 
-def _load_legacy_checkpoint(path):
+def _read_legacy_checkpoint(path, convert):
+    """Unpickle a legacy checkpoint, read its storages, and return ``convert(object, storages)``."""
     source = str(path)
     with open(path, "rb") as file:
         magic, _ = _unpickle(file, source)
@@ -395,11 +485,13 @@ def _load_legacy_checkpoint(path):
                 raise WeightsError(f"{source}: storage {key} is truncated or damaged (bad element count)")
             storages[key] = file.read(storage.numel * storage.torch_type.itemsize)
             _check_storage_size(storage, storages[key], source)
-    state = _find_state_dict(obj, source)
-    return {
-        name: _tensor_to_array(tensor, storages[tensor.storage.key], "little", f"{source}: tensor {name!r}")
-        for name, tensor in state.items()
-    }
+
+    def read_storage(storage, name):
+        if storage.key not in storages:
+            raise WeightsError(f"{source}: the storage {storage.key} for tensor {name!r} is missing")
+        return storages[storage.key]
+
+    return convert(obj, _Storages(source, "little", read_storage))
 
 
 def _describe_members(names):
@@ -407,30 +499,58 @@ def _describe_members(names):
     return f"{len(names)} members ({shown})" if names else "no members"
 
 
+def _read_checkpoint(path, convert):
+    """Unpickle the checkpoint at ``path`` (either format) and return ``convert(object, storages)``."""
+    path = existing_file(path)
+    kind = sniff(path)
+    if kind == "torch-zip":
+        return _read_zip_checkpoint(path, convert)
+    if kind == "torch-legacy":
+        return _read_legacy_checkpoint(path, convert)
+    found = "an .npz archive (read it with load_npz)" if kind == "npz" else describe_start(path)
+    raise WeightsError(
+        f"{path}: expected a PyTorch checkpoint (a zip archive with <name>/data.pkl, or a legacy "
+        f"file of pickles starting with torch's magic number), found {found}"
+    )
+
+
+def load_torch_file(path):
+    """Read a whole ``torch.save`` file without torch: the object, with NumPy arrays for tensors.
+
+    For a training checkpoint, written by :func:`~npmobilenet.io.save_torch_file` or by
+    ``torch.save`` in either format, such as ``{"model": state_dict, "optimizer":
+    optimizer.state_dict(), "epoch": 3, ...}``: dicts (plain or OrderedDict, in their order;
+    int keys stay ints), lists, tuples, str, int, float, bool and None come back as they were
+    saved, and every tensor as an array, as :func:`load_torch_checkpoint` makes them (owning
+    its memory, C-contiguous, native byte order, the tensor's dtype and shape; a 0-d tensor a
+    0-d array; a tensor the file holds twice, one array held twice).
+
+    The allow-list is :func:`load_torch_checkpoint`'s: any global off it raises
+    :class:`~npmobilenet.errors.UnsafeCheckpointError` and nothing is run, so a file holding
+    anything but those values and tensors (a set, bytes, a complex number, an object) is
+    refused. Raises :class:`~npmobilenet.errors.WeightsError` (with the path) for a missing,
+    truncated or damaged file and for a dtype NumPy lacks, naming the tensor by where it
+    sits (``'optimizer.state.0.momentum_buffer'``).
+    """
+    return _read_checkpoint(path, _with_arrays)
+
+
 def load_torch_checkpoint(path):
     """Read a ``torch.save`` checkpoint without torch: returns ``{name: numpy array}``.
 
     Expects a file written by ``torch.save`` in either format (see the module docstring)
     holding a state dict: a dict of tensors, possibly wrapped as ``{"state_dict": sd, ...}``,
-    ``{"model_state_dict": sd, ...}`` or ``{"model": sd, ...}``, possibly with DataParallel's
-    ``module.`` prefix on every key (removed). Every array owns its memory, is C-contiguous
-    and in native byte order, with the tensor's dtype (float32/64, float16, integer, bool,
-    complex) and shape; a 0-d tensor (``num_batches_tracked``) becomes a 0-d array. Tensors
-    saved on a GPU are read as CPU arrays. Insertion order is kept.
+    ``{"model_state_dict": sd, ...}`` or ``{"model": sd, ...}`` (whatever else the wrapper
+    holds: a training checkpoint from :func:`~npmobilenet.io.save_torch_file` is read too,
+    only the model's tensors), possibly with DataParallel's ``module.`` prefix on every key
+    (removed). Every array owns its memory, is C-contiguous and in native byte order, with the
+    tensor's dtype (float32/64, float16, integer, bool, complex) and shape; a 0-d tensor
+    (``num_batches_tracked``) becomes a 0-d array. Tensors saved on a GPU are read as CPU
+    arrays. Insertion order is kept.
 
     Raises :class:`~npmobilenet.errors.UnsafeCheckpointError` when the pickle names any global
     off the allow-list (nothing is run), and :class:`~npmobilenet.errors.WeightsError` (with
     the path) for a missing file, a file that is neither format, a truncated or damaged file,
     an unknown byte order, a dtype NumPy lacks (bfloat16, quantized) or non-tensor values.
     """
-    path = existing_file(path)
-    kind = sniff(path)
-    if kind == "torch-zip":
-        return _load_zip_checkpoint(path)
-    if kind == "torch-legacy":
-        return _load_legacy_checkpoint(path)
-    found = "an .npz archive (read it with load_npz)" if kind == "npz" else describe_start(path)
-    raise WeightsError(
-        f"{path}: expected a PyTorch checkpoint (a zip archive with <name>/data.pkl, or a legacy "
-        f"file of pickles starting with torch's magic number), found {found}"
-    )
+    return _read_checkpoint(path, _state_dict_arrays)

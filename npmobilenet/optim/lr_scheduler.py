@@ -135,6 +135,17 @@ class MultiStepLR(LRScheduler):
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
 
+    def state_dict(self):
+        """As every schedule's, with ``milestones`` as a plain ``{epoch: count}`` dict (torch keeps a ``Counter``),
+        so that a training checkpoint holds only what ``torch.load(weights_only=True)`` reads."""
+        state = super().state_dict()
+        state["milestones"] = dict(state["milestones"])
+        return state
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.milestones = Counter(self.milestones)
+
     def get_lr(self):
         if self.last_epoch not in self.milestones:
             return self._current_lrs()
