@@ -190,9 +190,9 @@ def augmenting_loader(root):
     return DataLoader(ImageFolder(root, transform=transform), batch_size=4, shuffle=True, seed=3, workers=2)
 
 
-def training_run(root, epochs, checkpoint=None, resume=None, step_hook=None):
+def training_run(root, epochs, checkpoint=None, resume=None, step_hook=None, width_mult=0.35):
     """A run with everything random in play: shuffling, random crops and flips, dropout, momentum, a schedule."""
-    model = npmobilenet.MobileNetV2(num_classes=2, width_mult=0.35, dropout=0.3, seed=0)
+    model = npmobilenet.MobileNetV2(num_classes=2, width_mult=width_mult, dropout=0.3, seed=0)
     optimizer = optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
     if step_hook is not None:
         optimizer.step = step_hook(optimizer.step)
@@ -249,3 +249,19 @@ def test_ctrl_c_leaves_the_last_complete_checkpoint(tmp_path):
     resumed, _ = training_run(root, 3, checkpoint=path, resume=path)
     for name, value in straight.state_dict().items():
         np.testing.assert_array_equal(resumed.state_dict()[name], value, err_msg=name)
+
+
+def test_predict_with_a_fine_tuned_checkpoint_names_its_classes(tmp_path):
+    root = image_folder(tmp_path / "images", size=(64, 64))
+    path = tmp_path / "run.pth"
+    model, _ = training_run(root, 1, checkpoint=path, width_mult=1.0)  # predict() builds torchvision's width
+    photo = root / "b" / "0.png"
+    predictions = npmobilenet.predict(photo, topk=2, weights=path)
+    assert sorted(p.label for p in predictions) == ["a", "b"]
+    model.eval()
+    from npmobilenet.transforms import preprocess
+
+    with npmobilenet.no_grad():
+        probabilities = npmobilenet.functional.softmax(model(preprocess(photo)[None]))[0]
+    best = predictions[0]
+    assert best.label == ["a", "b"][best.index] and best.probability == pytest.approx(probabilities.max(), rel=1e-5)

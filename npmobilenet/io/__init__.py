@@ -27,11 +27,11 @@ from .any_format import load_state_dict_file
 from .atomic import atomic_write
 from .hub import cache_dir, cached_weights_path, download_weights
 from .npz import load_npz, save_npz
-from .torch_load import load_torch_checkpoint, load_torch_file
+from .torch_load import load_class_names, load_torch_checkpoint, load_torch_file
 from .torch_save import save_torch_checkpoint, save_torch_file
 
 __all__ = [
     "atomic_write", "cache_dir", "cached_weights_path", "download_weights", "load_npz",
-    "load_state_dict_file", "load_torch_checkpoint", "load_torch_file", "save_npz",
+    "load_class_names", "load_state_dict_file", "load_torch_checkpoint", "load_torch_file", "save_npz",
     "save_torch_checkpoint", "save_torch_file",
 ]

@@ -535,6 +535,21 @@ def load_torch_file(path):
     return _read_checkpoint(path, _with_arrays)
 
 
+def load_class_names(path):
+    """The ``"class_names"`` a training checkpoint holds (a list of str), or None; no tensor is read.
+
+    :func:`npmobilenet.train.fit` saves the names of the classes it learned beside the model,
+    so that a fine-tuned checkpoint can name what it predicts. Only the pickle is read, with
+    the same allow-list as every reader here; ``.npz`` files and state dicts give None.
+    """
+    if sniff(existing_file(path)) not in ("torch-zip", "torch-legacy"):
+        return None
+    names = _read_checkpoint(path, lambda obj, storages: obj.get("class_names") if isinstance(obj, dict) else None)
+    if isinstance(names, (list, tuple)) and names and all(isinstance(name, str) for name in names):
+        return list(names)
+    return None
+
+
 def load_torch_checkpoint(path):
     """Read a ``torch.save`` checkpoint without torch: returns ``{name: numpy array}``.
 

@@ -20,6 +20,7 @@ from ..errors import WeightsError
 from ..io.any_format import load_state_dict_file
 from ..io.hub import ENV_WEIGHTS, cached_weights_path, download_weights
 from ..io.npz import load_npz
+from ..io.torch_load import load_class_names
 
 __all__ = [
     "DEFAULT_WEIGHTS", "ENV_WEIGHTS", "WEIGHTS", "WeightsSpec", "get_weights_spec", "resolve_weights",
@@ -49,6 +50,7 @@ class WeightsSpec:
     mean: tuple = (0.485, 0.456, 0.406)
     std: tuple = (0.229, 0.224, 0.225)
     num_classes: int = 1000
+    class_names: tuple = None  # a fine-tuned checkpoint's own classes; None: ImageNet's 1000
 
     def __post_init__(self):
         if not re.fullmatch(r"[0-9a-f]{8,64}", self.sha256_prefix):
@@ -56,7 +58,9 @@ class WeightsSpec:
 
     @property
     def categories(self):
-        """The class names, ``categories[k]`` naming output ``k`` (read on first use)."""
+        """The class names, ``categories[k]`` naming output ``k``: ``class_names``, or ImageNet's (read on first use)."""
+        if self.class_names is not None:
+            return list(self.class_names)
         from ..imagenet import categories
 
         return categories()
@@ -126,6 +130,15 @@ def spec_for_path(path):
     return WEIGHTS[DEFAULT_WEIGHTS]
 
 
+def spec_for_file(path):
+    """:func:`spec_for_path`, with the class names of a fine-tuned checkpoint (see :func:`npmobilenet.train.fit`) when it has them."""
+    spec = spec_for_path(path)
+    names = load_class_names(path)
+    if names is None:
+        return spec
+    return dataclasses.replace(spec, name=Path(path).name, class_names=tuple(names), num_classes=len(names))
+
+
 # --- where weights come from: the argument, the environment, the cache, a download -----------
 
 
@@ -152,7 +165,7 @@ def _resolve(weights, progress):
         spec = _registry_spec(weights)
         return _load_registry_weights(spec, progress), spec
     if isinstance(weights, os.PathLike) or (isinstance(weights, str) and _looks_like_path(weights)):
-        return load_state_dict_file(weights), spec_for_path(weights)
+        return load_state_dict_file(weights), spec_for_file(weights)
     raise _unknown_weights_error(weights)
 
 
