@@ -8,7 +8,12 @@
   data for a few steps, then checks its backward pass against numerical gradients.
 * ``npmobilenet bench [--quick] [--json PATH] [--threads N] ...``: times npmobilenet against
   torchvision's MobileNetV2 (inference, training step, each layer) and measures peak memory;
-  see :mod:`npmobilenet.bench`.
+  see :mod:`npmobilenet.bench`. ``--finetune DATA_DIR`` compares fine-tuning instead.
+* ``npmobilenet train DATA_DIR [--epochs --batch-size --lr --optimizer --freeze-backbone
+  --train-blocks --out --resume --seed --weights]``: fine-tunes the pretrained network on a
+  folder of class folders (:func:`npmobilenet.train.finetune`).
+* ``npmobilenet evaluate DATA_DIR --weights W``: accuracy, per-class accuracy and the confusion
+  matrix.
 
 Bad input prints one line, ``error: ...``, on stderr and exits with status 2. Nothing is
 printed before every image has been read and classified, so a failure leaves no partial output.
@@ -122,8 +127,132 @@ def build_parser():
                        help="instead of comparing, show where npmobilenet's time goes: cProfile on "
                        "one inference (first --eval-batches size) and one training step (first "
                        "--train-batches size), functions by own time")
+    bench.add_argument("--finetune", metavar="DATA_DIR", default=None,
+                       help="instead, fine-tune on DATA_DIR (train/ and val/ class folders) here and "
+                       "with torch, by the same recipe, and print validation accuracy and seconds per "
+                       "epoch of both (needs --weights)")
+    bench.add_argument("--epochs", type=_positive_int, default=5, help="with --finetune: epochs (default 5)")
+    bench.add_argument("--train-blocks", type=_non_negative_int, default=0, metavar="K",
+                       help="with --finetune: feature blocks that learn besides the classifier (default 0)")
     bench.set_defaults(run=run_bench)
+    add_training_commands(commands)
     return parser
+
+
+def add_training_commands(commands):
+    """``npmobilenet train`` and ``npmobilenet evaluate``."""
+    train = commands.add_parser(
+        "train",
+        help="fine-tune the pretrained MobileNetV2 on a folder of images, one subfolder per class",
+        description="Fine-tune MobileNetV2's ImageNet weights on DATA_DIR/train (one subfolder per "
+        "class, as torchvision's ImageFolder), validating on DATA_DIR/val after every epoch: a new "
+        "classifier for the folder's classes, random crops and flips, batch norm kept in evaluation "
+        "mode. Writes a checkpoint (torch's .pth format) after every epoch; --resume continues one. "
+        "The checkpoint names its classes: npmobilenet predict --weights OUT uses them.",
+    )
+    train.add_argument("data_dir", metavar="DATA_DIR", help="a folder with train/ (and val/) class folders")
+    train.add_argument("--epochs", type=_positive_int, default=10, help="epochs in all (default 10)")
+    train.add_argument("--batch-size", type=_positive_int, default=16, help="images per batch (default 16)")
+    train.add_argument("--lr", type=_positive_float, default=0.01, help="learning rate (default 0.01)")
+    train.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"), default="sgd",
+                       help="sgd (momentum 0.9, weight decay 1e-4; the default), adam, adamw or rmsprop")
+    train.add_argument("--freeze-backbone", action="store_true",
+                       help="train the new classifier only: the features stay as they are")
+    train.add_argument("--train-blocks", type=_non_negative_int, default=None, metavar="K",
+                       help="with --freeze-backbone: the last K feature blocks learn too")
+    train.add_argument("--out", metavar="PATH", default="checkpoint.pth",
+                       help="the checkpoint written after every epoch (default checkpoint.pth)")
+    train.add_argument("--resume", metavar="PATH", default=None, help="continue the run saved in PATH")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--weights", metavar="NAME_OR_PATH", default=None,
+                       help="the pretrained weights (default: as predict finds them)")
+    train.add_argument("--workers", type=_non_negative_int, default=None,
+                       help="threads decoding images (default: one per core, at most 4)")
+    train.set_defaults(run=run_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="accuracy, per-class accuracy and confusion matrix of weights on a folder of images",
+        description="Classify every image below DATA_DIR (one subfolder per class, or DATA_DIR/val "
+        "when it exists) with the weights, preprocessed as for prediction, and print the accuracy, "
+        "each class's accuracy and the confusion matrix. The weights must name the folder's "
+        "classes (a checkpoint written by npmobilenet train does).",
+    )
+    evaluate.add_argument("data_dir", metavar="DATA_DIR", help="class folders, or a folder with val/")
+    evaluate.add_argument("--weights", metavar="NAME_OR_PATH", required=True, help="a checkpoint or weights file")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch (default 32)")
+    evaluate.add_argument("--workers", type=_non_negative_int, default=None,
+                          help="threads decoding images (default: one per core, at most 4)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    evaluate.set_defaults(run=run_evaluate)
+
+
+def run_train(args, out):
+    from .train import finetune
+
+    if args.train_blocks is not None and not args.freeze_backbone:
+        raise ValueError("--train-blocks goes with --freeze-backbone (without it the whole network learns)")
+    train_blocks = (args.train_blocks or 0) if args.freeze_backbone else None
+    try:
+        model, history = finetune(
+            args.data_dir, weights=args.weights, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            optimizer=args.optimizer, train_blocks=train_blocks, checkpoint=args.out, resume=args.resume,
+            seed=args.seed, workers=args.workers,
+        )
+    except KeyboardInterrupt:
+        return 130  # fit has said which checkpoint holds the last complete epoch
+    scores = history.val_accuracy or history.train_accuracy
+    print(f"wrote {args.out}: {history.epochs} epochs; best {'validation' if history.val_accuracy else 'training'} "
+          f"accuracy {scores[history.best_epoch - 1]:.3f} at epoch {history.best_epoch}", file=out)
+    return 0
+
+
+def run_evaluate(args, out):
+    from . import transforms as T
+    from .data import DataLoader, ImageFolder
+    from .models import model_from_state_dict
+    from .models.weights import resolve_weights
+    from .train import evaluate
+
+    root = Path(args.data_dir)
+    if (root / "val").is_dir():
+        root = root / "val"
+    state_dict, spec = resolve_weights(args.weights)
+    transform = T.Compose([T.Resize(spec.resize_size), T.CenterCrop(spec.crop_size), T.ToArray(),
+                           T.Normalize(spec.mean, spec.std)])
+    dataset = ImageFolder(root, transform=transform)
+    if list(spec.categories) != dataset.classes:
+        known = spec.categories if len(spec.categories) <= 10 else f"{len(spec.categories)} ImageNet classes"
+        raise ValueError(f"{root}: its classes {dataset.classes} are not the ones the weights {args.weights} "
+                         f"predict ({known})")
+    model = model_from_state_dict(state_dict, spec, source=f"weights {args.weights!r}")
+    result = evaluate(model, DataLoader(dataset, batch_size=args.batch_size, workers=args.workers))
+    if args.json:
+        json.dump({"images": result.count, "accuracy": result.accuracy, "loss": result.loss,
+                   "classes": dataset.classes, "per_class_accuracy": [None if np.isnan(a) else a for a in result.per_class_accuracy],
+                   "confusion_matrix": result.confusion_matrix.tolist()}, out, indent=2)
+        print(file=out)
+        return 0
+    print(f"{root}: {result.count} images, accuracy {result.accuracy:.4f}, loss {result.loss:.4f}", file=out)
+    width = max(len(name) for name in dataset.classes)
+    print(f"\n{'class':<{width}}  images  accuracy", file=out)
+    for name, row, accuracy in zip(dataset.classes, result.confusion_matrix, result.per_class_accuracy):
+        print(f"{name:<{width}}  {row.sum():>6}  {accuracy:>8.4f}", file=out)
+    print(f"\nconfusion matrix (rows: true class, columns: predicted)", file=out)
+    print(" " * width + "  " + "  ".join(f"{name[:8]:>8}" for name in dataset.classes), file=out)
+    for name, row in zip(dataset.classes, result.confusion_matrix):
+        print(f"{name:<{width}}  " + "  ".join(f"{count:>8}" for count in row), file=out)
+    return 0
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def _batch_list(text):
@@ -144,6 +273,28 @@ def _non_negative_int(text):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def run_finetune_bench(args, out):
+    from .bench.finetune import format_finetune_report, run_finetune_bench
+
+    if args.weights is None:
+        raise ValueError("--finetune needs --weights: the pretrained weights both sides start from")
+    try:
+        import torch  # noqa: F401
+        torch_side = True
+    except ImportError:
+        torch_side = False
+    report = run_finetune_bench(args.finetune, args.weights, epochs=args.epochs, train_blocks=args.train_blocks,
+                                torch_side=torch_side, log=sys.stderr)
+    print(format_finetune_report(report), file=out)
+    if args.json:
+        from .io import atomic_write
+
+        with atomic_write(args.json, "w") as file:
+            json.dump(report, file, indent=2)
+            file.write("\n")
+    return 0
+
+
 def run_bench(args, out):
     from . import bench
     from .io import atomic_write
@@ -152,6 +303,8 @@ def run_bench(args, out):
         target = Path(args.json)
         if target.is_dir() or not target.parent.is_dir():
             raise ValueError(f"--json: cannot write {args.json}: expected a file in an existing folder")
+    if args.finetune is not None:
+        return run_finetune_bench(args, out)
     config = bench.make_config(
         eval_batches=args.eval_batches, train_batches=args.train_batches, layers=not args.no_layers,
         layer_batch=args.layer_batch, repeats=args.repeats, warmup=args.warmup, threads=args.threads,

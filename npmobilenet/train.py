@@ -137,7 +137,7 @@ def evaluate(model, loader, criterion=None, num_classes=None, progress=False):
 
 def fit(model, train_loader, optimizer, epochs, *, criterion=None, scheduler=None, val_loader=None,
         freeze_batchnorm=False, checkpoint=None, resume=None, class_names=None, restore_best=False,
-        progress=None, log=sys.stderr):
+        progress=None, log=True):
     """Train ``model`` for ``epochs`` epochs in all (counting those of a resumed run); returns the :class:`History`.
 
     * ``criterion``: the loss, :class:`~npmobilenet.nn.CrossEntropyLoss` by default.
@@ -152,7 +152,8 @@ def fit(model, train_loader, optimizer, epochs, *, criterion=None, scheduler=Non
     * ``class_names``: saved in the checkpoint; by default ``train_loader.dataset.classes``.
     * ``restore_best``: load the best epoch's weights into the model at the end.
     * ``progress``: show the progress bar (default: when stderr is a terminal); ``log``: where
-      the one-line summary of each epoch goes (None for silence).
+      the one-line summary of each epoch goes: ``True`` (the default) for stderr, a stream, or
+      ``None`` for silence.
 
     Ctrl-C stops the run; the last checkpoint written stays whole, and the message says which
     epoch it holds.
@@ -249,7 +250,10 @@ def epoch_summary(history, epochs):
 
 
 def _say(log, text):
-    if log is not None:
+    """Print one line of the run's log: to stderr for ``log=True``, to ``log`` if it is a stream, nowhere for None."""
+    if log is True:
+        log = sys.stderr
+    if log:
         print(text, file=log, flush=True)
 
 
@@ -355,15 +359,16 @@ def image_folder_loaders(data_dir, batch_size=16, seed=0, workers=None, crop_siz
     return train_loader, DataLoader(val_set, batch_size=batch_size, workers=workers)
 
 
-def finetune(data_dir, *, weights=None, epochs=10, batch_size=16, lr=0.01, optimizer="sgd", train_blocks=0,
-             freeze_batchnorm=True, checkpoint=None, resume=None, seed=0, workers=None, progress=None, log=sys.stderr):
+def finetune(data_dir, *, weights=None, epochs=10, batch_size=16, lr=0.01, optimizer="sgd", train_blocks=None,
+             freeze_batchnorm=True, checkpoint=None, resume=None, seed=0, workers=None, progress=None, log=True):
     """Fine-tune a pretrained MobileNetV2 on ``data_dir/train`` (a folder per class), validating on ``data_dir/val``.
 
     Transfer learning in the usual two forms:
 
-    * ``train_blocks=0`` (the default): the features are frozen and only a new classifier for
-      the folder's classes learns (the pretrained network as a fixed feature extractor);
-    * ``train_blocks=k``: the last ``k`` of the 19 feature blocks learn too, with the classifier.
+    * ``train_blocks=0``: the features are frozen and only a new classifier for the folder's
+      classes learns (the pretrained network as a fixed feature extractor);
+    * ``train_blocks=k``: the last ``k`` of the 19 feature blocks learn too, with the classifier;
+    * ``train_blocks=None`` (the default): the whole network learns.
 
     ``weights`` are the pretrained weights (a registry name or a file; by default found as
     :func:`~npmobilenet.mobilenet_v2` finds them). ``optimizer`` is a key of
@@ -378,19 +383,27 @@ def finetune(data_dir, *, weights=None, epochs=10, batch_size=16, lr=0.01, optim
 
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"finetune: expected optimizer to be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    if resume is not None:
+        from .io.checks import existing_file
+
+        existing_file(resume)  # before anything is said or loaded
     train_loader, val_loader = image_folder_loaders(data_dir, batch_size=batch_size, seed=seed, workers=workers)
     classes = train_loader.dataset.classes
     with warnings.catch_warnings():  # the new classifier is the point here: say it in the log instead
         warnings.simplefilter("ignore", UserWarning)
         model = mobilenet_v2(weights=weights, num_classes=len(classes), seed=seed)
-    model.features.requires_grad_(False)
-    if train_blocks:
-        model.features[-train_blocks:].requires_grad_(True)
+    if train_blocks is not None:
+        if not 0 <= train_blocks <= len(model.features):
+            raise ValueError(f"finetune: expected train_blocks between 0 and {len(model.features)}, got {train_blocks}")
+        model.features.requires_grad_(False)
+        if train_blocks:
+            model.features[-train_blocks:].requires_grad_(True)
     name, settings = OPTIMIZERS[optimizer]
     learning = [p for p in model.parameters() if p.requires_grad]
+    what = ("the whole network" if train_blocks is None else
+            f"a new classifier{f' and the last {train_blocks} feature blocks' if train_blocks else ''}")
     _say(log, f"fine-tuning on {len(train_loader.dataset)} images of {len(classes)} classes ({', '.join(classes)}): "
-              f"a new classifier{f' and the last {train_blocks} feature blocks' if train_blocks else ''}, "
-              f"{sum(p.data.size for p in learning):,} parameters learn")
+              f"{what}, {sum(p.data.size for p in learning):,} parameters learn")
     history = fit(model, train_loader, getattr(optim, name)(learning, lr=lr, **settings), epochs,
                   val_loader=val_loader, freeze_batchnorm=freeze_batchnorm, checkpoint=checkpoint, resume=resume,
                   class_names=classes, restore_best=True, progress=progress, log=log)
