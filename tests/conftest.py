@@ -1,17 +1,22 @@
 """Fixtures and the switches for optional test dependencies.
 
-Tests that need torch (or torchvision) ask for the ``torch`` fixture; tests that need the data in
-``../shared`` ask for ``shared_dir``. Without them the test is skipped with a reason. With
-``NPMOBILENET_STRICT_TESTS=1`` (CI sets it) every skip becomes a failure, so a CI run can never
-pass by skipping.
+Tests that need torch ask for the ``torch`` fixture, tests that need torchvision for
+``torchvision``, tests that need the data in ``../shared`` for ``shared_dir``. Without them the
+test is skipped with a reason. With ``NPMOBILENET_STRICT_TESTS=1`` (CI sets it) every skip
+becomes a failure, so a CI run can never pass by skipping.
+
+Twins (our module and its torch counterpart, holding the same weights; see ``twins.py``) come
+from the fixtures ``twins`` (layers) and ``network_twins`` (the whole MobileNetV2).
 """
 
+import functools
 import importlib
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from twins import make_network_twins, make_twins
 
 STRICT = os.environ.get("NPMOBILENET_STRICT_TESTS") == "1"
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
@@ -30,6 +35,23 @@ def torch():
     torch = require_module("torch")
     torch.set_num_threads(os.cpu_count() or 1)
     return torch
+
+
+@pytest.fixture(scope="session")
+def torchvision(torch):
+    return require_module("torchvision")
+
+
+@pytest.fixture(scope="session")
+def twins(torch):
+    """``twins(*layers, dtype=np.float32, training=True, seed=0)``: :func:`twins.make_twins` with torch."""
+    return functools.partial(make_twins, torch)
+
+
+@pytest.fixture(scope="session")
+def network_twins(torch, torchvision):
+    """``network_twins(width_mult, dtype, seed, training)``: :func:`twins.make_network_twins` with torch."""
+    return functools.partial(make_network_twins, torch)
 
 
 @pytest.fixture(autouse=True)

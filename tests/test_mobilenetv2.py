@@ -1,10 +1,19 @@
 """The whole network against torchvision's MobileNetV2: structure, initialisation, forward and backward.
 
-Both networks get the same weights and the same random, non-default batch-norm state; then one
-forward and one backward with the same random upstream gradient must give the same logits,
-dL/dx, gradient of every parameter and (in training mode) running statistics. Through some
-fifty layers rounding adds up, so the tolerances are the issue's for a whole network:
-about 1e-8 in float64 and 1e-4 in float32, relative to each array's largest magnitude.
+Both networks get the same weights and the same random, non-default batch-norm state
+(``network_twins``); then one forward and one backward with the same random upstream gradient
+must give the same logits, dL/dx, gradient of every parameter and (in training mode) running
+statistics (``compare_module``). Through some fifty layers rounding adds up, so the tolerances
+are the issue's for a whole network (``NETWORK_TOLERANCE``): about 1e-8 in float64 and 1e-4 in
+float32, relative to each array's largest magnitude.
+
+Each gradient is compared relative to its own largest magnitude, except gradients that are
+zero in exact arithmetic (``negligible_gradients=True``). In training mode these exist: batch
+norm with batch statistics subtracts each channel's mean, so a constant added to a channel
+before a bias-free conv and such a batch norm changes nothing, and the gradient of the beta
+that adds it is exactly 0. Both libraries then return rounding noise (about 1e-14), which no
+relative comparison can match; for those the check is that ours is negligible too, next to the
+largest gradient of the network.
 """
 
 import io
@@ -12,116 +21,14 @@ import itertools
 
 import numpy as np
 import pytest
+from torch_helpers import NETWORK_TOLERANCE, compare_module, upstream_gradient
+from twins import with_measured_running_statistics
 
 from npmobilenet import errors, nn
 from npmobilenet.gradcheck import relative_error
 from npmobilenet.models.mobilenetv2 import InvertedResidual, MobileNetV2, make_divisible
-from torch_helpers import assert_close, upstream_gradient
 
-NETWORK_TOLERANCE = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-4}
-
-
-# --- twins --------------------------------------------------------------------------------
-
-
-def randomize_weights(torch, torch_model, seed):
-    """Random weights for every layer, and batch-norm running statistics that are not the defaults.
-
-    Convolutions are drawn from ``N(0, 2 / fan_in)``, which keeps every layer's output at about
-    the scale of its input. (torchvision's own initialisation uses ``fan_out``, which for a
-    depthwise conv of 960 channels means weights of about 0.015: its outputs then have a
-    variance near batch norm's ``eps`` and float32 loses most digits dividing by it. That is a
-    property of the initialisation, not of either implementation, and it would leave float32
-    comparisons measuring only rounding.)
-
-    Running statistics drawn at random would not fit the activations either, so they are
-    measured on one random batch and then moved at random by up to about 20%: far from mean 0
-    and variance 1, near what training would leave, and not the statistics of any test batch.
-    """
-    rng = np.random.default_rng([0x5D, seed])
-
-    def draw(low, high, like):
-        return torch.from_numpy(rng.uniform(low, high, like.shape)).to(like.dtype)
-
-    norms = [m for m in torch_model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    with torch.no_grad():
-        for conv in (m for m in torch_model.modules() if isinstance(m, torch.nn.Conv2d)):
-            fan_in = conv.weight[0].numel()
-            conv.weight.copy_(torch.from_numpy(rng.normal(0.0, np.sqrt(2.0 / fan_in), conv.weight.shape)))
-        for bn in norms:
-            bn.weight.copy_(draw(0.5, 1.5, bn.weight))
-            bn.bias.copy_(draw(-0.2, 0.2, bn.bias))
-            bn.momentum = 1.0  # the next forward sets the running statistics to that batch's
-        torch_model.train()(torch.from_numpy(rng.standard_normal((4, 3, 96, 96))).float())
-        for bn in norms:
-            bn.running_mean.mul_(draw(0.8, 1.2, bn.running_mean)).add_(draw(-0.1, 0.1, bn.running_mean))
-            bn.running_var.mul_(draw(0.8, 1.25, bn.running_var))
-            bn.num_batches_tracked.fill_(7)
-            bn.momentum = 0.1
-
-
-def make_twins(torch, width_mult=1.0, dtype=np.float64, seed=0):
-    """Our MobileNetV2 and torchvision's, holding the same random weights and batch-norm state."""
-    import torchvision
-
-    torch_model = torchvision.models.mobilenet_v2(width_mult=width_mult)
-    randomize_weights(torch, torch_model, seed)
-    model = MobileNetV2(width_mult=width_mult, seed=seed)
-    model.load_state_dict({k: v.numpy() for k, v in torch_model.state_dict().items()})
-    if np.dtype(dtype) == np.float64:
-        model.astype(np.float64)
-        torch_model.double()
-    return model, torch_model
-
-
-class _SameMask:
-    """Makes torchvision's dropout use our model's mask, so training mode can be compared exactly."""
-
-    def __init__(self, torch, mask):
-        self.mask = torch.from_numpy(mask)
-
-    def __call__(self, x):
-        return x * self.mask
-
-
-def forward_backward_both(torch, model, torch_model, x, training, seed=0):
-    """One forward and backward through both; returns ours and theirs as (logits, dx)."""
-    model.train(training)
-    torch_model.train(training)
-    logits = model(x)
-    dlogits = upstream_gradient(logits.shape, seed).astype(x.dtype)
-    dx = model.backward(dlogits)
-    if training:  # dropout drew a random mask: give torch the same one
-        (mask,), _, _ = model.classifier[0]._cache
-        torch_model.classifier[0].forward = _SameMask(torch, mask)
-    tx = torch.from_numpy(x.copy()).requires_grad_(True)
-    torch_logits = torch_model(tx)
-    torch_logits.backward(torch.from_numpy(dlogits))
-    return (logits, dx), (torch_logits.detach().numpy(), tx.grad.numpy())
-
-
-def assert_parameter_gradients_match(model, torch_model, dtype):
-    """Same parameter names in the same order, and every ``.grad`` equal to torchvision's.
-
-    Each gradient is compared relative to its own largest magnitude, except gradients that are
-    zero in exact arithmetic. In training mode these exist: batch norm with batch statistics
-    subtracts each channel's mean, so a constant added to a channel before a bias-free conv and
-    such a batch norm changes nothing, and the gradient of the beta that adds it is exactly 0.
-    Both libraries then return rounding noise (about 1e-14), which no relative comparison can
-    match; for those the check is that ours is negligible too, next to the largest gradient of
-    the network.
-    """
-    ours, theirs = list(model.named_parameters()), list(torch_model.named_parameters())
-    assert [name for name, _ in ours] == [name for name, _ in theirs]
-    tolerance = NETWORK_TOLERANCE[np.dtype(dtype)]
-    largest = max(float(np.max(np.abs(p.grad.numpy()))) for _, p in theirs)
-    for (name, parameter), (_, torch_parameter) in zip(ours, theirs):
-        expected = torch_parameter.grad.numpy()
-        if np.max(np.abs(expected)) > tolerance * largest:
-            assert_close(parameter.grad, expected, dtype, f"grad of {name}", NETWORK_TOLERANCE)
-        else:
-            found = float(np.max(np.abs(parameter.grad)))
-            assert found <= tolerance * largest, f"grad of {name}: {found:.2e}, torchvision's is ~0"
+NETWORK = dict(tolerance=NETWORK_TOLERANCE, negligible_gradients=True)
 
 
 # --- the network against torchvision --------------------------------------------------------
@@ -134,69 +41,17 @@ CASES = [
 ]
 
 
-def run_case(torch, width_mult, size, batch, training, dtype):
-    """Twins on the case's weights (the same for every dtype), one step through each; returns both."""
-    torch.manual_seed(batch)
-    model, torch_model = make_twins(torch, width_mult, dtype, seed=batch)
-    x = np.random.default_rng(batch).standard_normal((batch, 3, *size)).astype(dtype)
-    ours, theirs = forward_backward_both(torch, model, torch_model, x, training)
-    return model, torch_model, ours, theirs
-
-
-def assert_buffers_match(model, torch_model, dtype):
-    """Running statistics moved (training) or stayed (eval) alike; the batch counts are equal."""
-    torch_state = torch_model.state_dict()
-    for name, buffer in model.named_buffers():
-        expected = torch_state[name].numpy()
-        if buffer.dtype.kind == "f":
-            assert_close(buffer, expected, dtype, f"buffer {name}", NETWORK_TOLERANCE)
-        else:
-            assert buffer == expected, f"{name}: {buffer} batches, torchvision counts {expected}"
-
-
 @pytest.mark.parametrize("width_mult, size, batch, training", CASES)
-def test_network_matches_torchvision(torch, width_mult, size, batch, training):
+def test_network_matches_torchvision(network_twins, width_mult, size, batch, training):
     """float64: logits, dL/dx, every gradient and buffer equal torchvision's to 1e-8. float32: to 1e-4, see below."""
-    model, torch_model, (logits, dx), (torch_logits, torch_dx) = run_case(
-        torch, width_mult, size, batch, training, np.float64)
+    x = np.random.default_rng(batch).standard_normal((batch, 3, *size))
+    model, torch_model = network_twins(width_mult, np.float64, seed=batch, training=training)
+    logits, _ = compare_module(model, torch_model, x, **NETWORK)
     assert logits.shape == (batch, 1000)
-    assert_close(logits, torch_logits, np.float64, "logits", NETWORK_TOLERANCE)
-    assert_close(dx, torch_dx, np.float64, "dL/dx", NETWORK_TOLERANCE)
-    assert_parameter_gradients_match(model, torch_model, np.float64)
-    assert_buffers_match(model, torch_model, np.float64)
-    check_float32_step(torch, width_mult, size, batch, training)
+    check_float32_step(network_twins, x.astype(np.float32), width_mult, batch, training)
 
 
-def pinned_activation(torch, mask, upper):
-    """A torch ReLU6 (``upper=6``) or ReLU (``upper=None``) whose backward passes the gradient where ``mask`` is True."""
-
-    class Pinned(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, mask):
-            ctx.save_for_backward(mask)
-            return x.clamp(0, upper)
-
-        @staticmethod
-        def backward(ctx, grad):
-            (mask,) = ctx.saved_tensors
-            return grad * mask, None
-
-    mask = torch.from_numpy(mask.astype(np.float64))
-    return lambda x: Pinned.apply(x, mask)
-
-
-def pin_activations(torch, torch_model, model):
-    """Make each activation of ``torch_model`` take its gradient mask from our model's last forward."""
-    ours = [m for m in model.modules() if isinstance(m, (nn.ReLU6, nn.ReLU))]
-    theirs = [m for m in torch_model.modules() if isinstance(m, (torch.nn.ReLU6, torch.nn.ReLU))]
-    assert len(ours) == len(theirs)
-    for activation, torch_activation in zip(ours, theirs):
-        mask, _, _ = activation._cache
-        upper = 6.0 if isinstance(torch_activation, torch.nn.ReLU6) else None
-        torch_activation.forward = pinned_activation(torch, mask, upper)
-
-
-def check_float32_step(torch, width_mult, size, batch, training):
+def check_float32_step(network_twins, x, width_mult, batch, training):
     """The same step in float32: logits equal to torchvision's float32 ones, gradients to the float64 ones.
 
     The gradients are compared with the exact ones (float64, proved above), not with another
@@ -206,51 +61,32 @@ def check_float32_step(torch, width_mult, size, batch, training):
     down the other branch and changes dL/dx by about 1e-3 nearby: two correct float32 runs
     (ours and torchvision's, or either and float64) then disagree there, each rightly. So
     torchvision's float64 run takes its gradient branches from our float32 run (its
-    activations' backward uses our masks), and all else is compared to 1e-4: the float32
-    rounding of the arithmetic, which is what this test is about.
+    activations' backward uses our masks: ``pin_activations=True``), and all else is compared
+    to 1e-4: the float32 rounding of the arithmetic, which is what this test is about.
     """
-    model, torch_model, (logits, dx), (torch_logits, _) = run_case(
-        torch, width_mult, size, batch, training, np.float32)
-    assert logits.dtype == dx.dtype == np.float32
-    assert_close(logits, torch_logits, np.float32, "float32 logits", NETWORK_TOLERANCE)
-    assert_buffers_match(model, torch_model, np.float32)
-
-    torch.manual_seed(batch)
-    _, exact = make_twins(torch, width_mult, np.float64, seed=batch)
-    pin_activations(torch, exact, model)
-    if training:  # and the same dropout mask
-        (mask,), _, _ = model.classifier[0]._cache
-        exact.classifier[0].forward = _SameMask(torch, mask.astype(np.float64))
-    x = np.random.default_rng(batch).standard_normal((batch, 3, *size)).astype(np.float32)
-    dlogits = upstream_gradient(logits.shape, 0).astype(np.float32)
-    tx = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
-    exact_logits = exact.train(training)(tx)
-    exact_logits.backward(torch.from_numpy(dlogits.astype(np.float64)))
-    assert_close(logits, exact_logits.detach().numpy(), np.float32, "float32 logits against float64", NETWORK_TOLERANCE)
-    assert_close(dx, tx.grad.numpy(), np.float32, "float32 dL/dx against float64", NETWORK_TOLERANCE)
-    assert_parameter_gradients_match(model, exact, np.float32)
+    model, torch_model = network_twins(width_mult, np.float32, seed=batch, training=training)
+    compare_module(model, torch_model, x, tolerance=NETWORK_TOLERANCE, compare=("output", "buffers"))
+    _, exact = network_twins(width_mult, np.float64, seed=batch, training=training)
+    compare_module(model, exact, x, compare=("output", "dx", "gradients"), pin_activations=True, **NETWORK)
 
 
-def test_backward_twice_accumulates_like_torchvision(torch):
-    model, torch_model = make_twins(torch, 0.5, np.float64)
+def test_backward_twice_accumulates_like_torchvision(network_twins):
+    model, torch_model = network_twins(0.5, np.float64, training=False)
     x = np.random.default_rng(5).standard_normal((2, 3, 64, 48))
     for seed in (1, 2):
-        forward_backward_both(torch, model, torch_model, x, training=False, seed=seed)
-    assert_parameter_gradients_match(model, torch_model, np.float64)
+        compare_module(model, torch_model, x, seed=seed, **NETWORK)  # the second pass: the sums
 
 
-def test_smallest_input_32x32_gives_logits_like_torchvision(torch):
-    model, torch_model = make_twins(torch, 1.0, np.float32)
+def test_smallest_input_32x32_gives_logits_like_torchvision(network_twins):
+    model, torch_model = network_twins(1.0, np.float32, training=False)
     x = np.random.default_rng(3).standard_normal((2, 3, 32, 32)).astype(np.float32)
-    (logits, dx), (torch_logits, torch_dx) = forward_backward_both(torch, model, torch_model, x, training=False)
-    assert_close(logits, torch_logits, np.float32, "logits", NETWORK_TOLERANCE)
-    assert_close(dx, torch_dx, np.float32, "dL/dx", NETWORK_TOLERANCE)
+    compare_module(model, torch_model, x, tolerance=NETWORK_TOLERANCE, compare=("output", "dx"))
 
 
-def test_relu_variant_matches_torchvision_with_relu(torch):
+def test_relu_variant_matches_torchvision_with_relu(torch, network_twins):
     """``activation="relu"`` is torchvision's network with every ReLU6 replaced by ReLU."""
-    model, torch_model = make_twins(torch, 0.5, np.float64)
-    relu_model = MobileNetV2(width_mult=0.5, activation="relu").astype(np.float64)
+    model, torch_model = network_twins(0.5, np.float64, training=False)
+    relu_model = MobileNetV2(width_mult=0.5, activation="relu").astype(np.float64).eval()
     relu_model.load_state_dict(model.state_dict())
     for parent in torch_model.modules():
         for name, child in parent.named_children():
@@ -258,10 +94,8 @@ def test_relu_variant_matches_torchvision_with_relu(torch):
                 setattr(parent, name, torch.nn.ReLU())
     assert not any(isinstance(m, nn.ReLU6) for m in relu_model.modules())
     x = np.random.default_rng(4).standard_normal((2, 3, 64, 64)) * 4  # large enough to exceed 6 somewhere
-    (logits, dx), (torch_logits, torch_dx) = forward_backward_both(torch, relu_model, torch_model, x, training=False)
-    assert_close(logits, torch_logits, np.float64, "logits", NETWORK_TOLERANCE)
-    assert_close(dx, torch_dx, np.float64, "dL/dx", NETWORK_TOLERANCE)
-    relu6_logits = model.eval()(x)
+    logits, _ = compare_module(relu_model, torch_model, x, **NETWORK)
+    relu6_logits = model(x)
     assert relative_error(relu6_logits, logits) > 1e-6, "ReLU and ReLU6 networks should differ on this input"
 
 
@@ -269,9 +103,7 @@ def test_relu_variant_matches_torchvision_with_relu(torch):
 
 
 @pytest.mark.parametrize("width_mult", [0.5, 0.75, 1.0, 1.4])
-def test_state_dict_keys_shapes_dtypes_are_torchvisions(torch, width_mult):
-    import torchvision
-
+def test_state_dict_keys_shapes_dtypes_are_torchvisions(torchvision, width_mult):
     ours = MobileNetV2(width_mult=width_mult).state_dict()
     theirs = torchvision.models.mobilenet_v2(width_mult=width_mult).state_dict()
     assert list(ours) == list(theirs)
@@ -282,10 +114,8 @@ def test_state_dict_keys_shapes_dtypes_are_torchvisions(torch, width_mult):
         assert len(ours) == 314
 
 
-def test_parameter_count_and_mult_adds_match_an_independent_count(torch):
+def test_parameter_count_and_mult_adds_match_an_independent_count(torch, torchvision):
     """3,504,872 parameters; multiply-adds as counted by hooks on torchvision's convs and linear layer."""
-    import torchvision
-
     torch_model = torchvision.models.mobilenet_v2().eval()
     counted = []
 
@@ -352,7 +182,7 @@ def test_seed_makes_weights_and_dropout_reproducible():
 
 
 @pytest.mark.parametrize("value, expected", [(32, 32), (16, 16), (33.6, 32), (13.6, 16), (1280, 1280), (4, 8), (44.8, 48)])
-def test_make_divisible_equals_torchvision(torch, value, expected):
+def test_make_divisible_equals_torchvision(torchvision, value, expected):
     from torchvision.models._utils import _make_divisible
 
     assert make_divisible(value, 8) == _make_divisible(value, 8) == expected
@@ -364,22 +194,6 @@ def test_make_divisible_equals_torchvision(torch, value, expected):
 # training mode the gradient of an expand layer's gamma is almost 0 in exact arithmetic, since
 # the next batch norm undoes a rescaling, so central differences measure only rounding there;
 # training mode is checked against torchvision in float64 above.)
-
-
-def with_measured_running_statistics(model, x, seed):
-    """Set every batch norm's running statistics to those of ``x`` moved at random by up to 20%; eval mode."""
-    rng = np.random.default_rng([0x5E, seed])
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for bn in norms:
-        bn.momentum = 1.0  # the next forward replaces the running statistics by the batch's
-    model.train()(x)
-    for bn in norms:
-        bn.momentum = 0.1
-        bn.running_mean *= rng.uniform(0.8, 1.2, bn.num_features)
-        bn.running_var *= rng.uniform(0.8, 1.25, bn.num_features)
-        bn.weight.data[...] = rng.uniform(0.5, 1.5, bn.num_features)
-        bn.bias.data[...] = rng.uniform(-0.2, 0.2, bn.num_features)
-    return model.eval()
 
 
 @pytest.mark.parametrize("in_channels, out_channels, stride, expand", [(8, 8, 1, 6), (8, 16, 2, 6), (8, 8, 1, 1)])

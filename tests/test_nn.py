@@ -1,171 +1,60 @@
 """The layer classes of ``npmobilenet.nn`` against their ``torch.nn`` twins.
 
 Each layer loads its twin's ``state_dict`` and must give the same output, the same input
-gradient and the same parameter gradients for a random upstream gradient, in float32 and in
-float64. Batch norm uses non-default running statistics and affine parameters throughout
-(mean 0, var 1, gamma 1, beta 0 would hide bugs). Tests that need torch take the ``torch``
-fixture, so the file skips cleanly without it.
+gradient, the same parameter gradients and the same state after the step for a random upstream
+gradient, in float32 and in float64 (``compare_module``). The twins come from ``twins.py``:
+a new layer costs one line of :data:`LAYERS`. Batch norm uses non-default running statistics
+and affine parameters throughout (mean 0, var 1, gamma 1, beta 0 would hide bugs). Tests that
+need torch take the ``torch`` (or ``twins``) fixture, so the file skips cleanly without it.
 """
 
 import threading
 
 import numpy as np
 import pytest
+from torch_helpers import assert_close, compare_module, to_torch, upstream_gradient
+from twins import TWINS, Layer, numpy_state
 
 import npmobilenet
 from npmobilenet import nn
 from npmobilenet.errors import BackwardError
-from torch_helpers import assert_close, to_torch
 
 DTYPES = [np.float32, np.float64]
 
 
-# --- helpers -------------------------------------------------------------------------------
+# --- every layer kind against its torch twin --------------------------------------------------
 
-
-def randomize_batchnorm(torch, bn, seed=0):
-    """Give a torch BatchNorm2d non-default gamma, beta, running mean and running variance."""
-    rng = np.random.default_rng([0xB4, seed])
-    c = bn.num_features
-    with torch.no_grad():
-        bn.weight.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, c) * rng.choice([-1.0, 1.0], c)))
-        bn.bias.copy_(torch.from_numpy(rng.standard_normal(c)))
-        bn.running_mean.copy_(torch.from_numpy(rng.standard_normal(c)))
-        bn.running_var.copy_(torch.from_numpy(rng.uniform(0.3, 3.0, c)))
-    return bn
-
-
-def numpy_state(tmodule):
-    """A torch module's state dict as NumPy arrays, exactly as a user would pass it on."""
-    return {k: v.numpy() for k, v in tmodule.state_dict().items()}
-
-
-def set_dtype(layer, tlayer, dtype):
-    """Convert both twins to ``dtype`` (both start as float32)."""
-    if np.dtype(dtype) == np.float64:
-        layer.astype(np.float64)
-        tlayer.double()
-
-
-def forward_backward(torch, layer, tlayer, x, dout_seed):
-    """One forward and one backward through both twins with the same random upstream gradient.
-
-    Returns ``(out, dx, torch_out, torch_dx)`` as NumPy arrays.
-    """
-    out = layer(x)
-    tx = to_torch(torch, x, requires_grad=True)
-    tout = tlayer(tx)
-    dout = np.random.default_rng([0xD0, dout_seed]).standard_normal(out.shape).astype(x.dtype)
-    dx = layer.backward(dout)
-    tout.backward(torch.from_numpy(dout.copy()))
-    return out, dx, tout.detach().numpy(), tx.grad.numpy()
-
-
-def assert_parameter_grads_match(layer, tlayer, dtype):
-    """Same parameter names, in the same order, with equal ``.grad`` arrays."""
-    ours = list(layer.named_parameters())
-    theirs = list(tlayer.named_parameters())
-    assert [n for n, _ in ours] == [n for n, _ in theirs]
-    for (name, p), (_, tp) in zip(ours, theirs):
-        assert p.grad.shape == p.data.shape, f"{name}: grad shape {p.grad.shape}"
-        assert_close(p.grad, tp.grad.numpy(), dtype, f"grad of {name}")
-
-
-def assert_state_matches(layer, tlayer, dtype):
-    """Every parameter and buffer equals the twin's (float ones to tolerance, integer ones exactly)."""
-    ours, theirs = layer.state_dict(), numpy_state(tlayer)
-    assert list(ours) == list(theirs)
-    for key in theirs:
-        if theirs[key].dtype.kind == "f":
-            assert_close(ours[key], theirs[key], dtype, f"state {key}")
-        else:
-            assert ours[key].dtype == theirs[key].dtype, f"state {key}: dtype {ours[key].dtype}"
-            np.testing.assert_array_equal(ours[key], theirs[key], err_msg=f"state {key}")
-
-
-# --- the layer kinds and their torch twins ----------------------------------------------------
-
-# name: (make our layer, make torch's layer, input shape, input scale, mode)
+# name: (layer, input shape, input scale, training)
 LAYERS = {
-    "conv3x3_s2_p1_bias": (
-        lambda: nn.Conv2d(3, 5, 3, stride=2, padding=1, bias=True, seed=0),
-        lambda torch: torch.nn.Conv2d(3, 5, 3, stride=2, padding=1, bias=True),
-        (2, 3, 9, 8), 1.0, "train",
-    ),
-    "conv3x3_s2_p1_nobias": (
-        lambda: nn.Conv2d(3, 5, 3, stride=2, padding=1, bias=False, seed=0),
-        lambda torch: torch.nn.Conv2d(3, 5, 3, stride=2, padding=1, bias=False),
-        (2, 3, 9, 8), 1.0, "train",
-    ),
-    "conv1x1_bias": (
-        lambda: nn.Conv2d(4, 6, 1, seed=0),
-        lambda torch: torch.nn.Conv2d(4, 6, 1),
-        (2, 4, 5, 7), 1.0, "train",
-    ),
-    "conv1x1_nobias": (
-        lambda: nn.Conv2d(4, 6, 1, bias=False, seed=0),
-        lambda torch: torch.nn.Conv2d(4, 6, 1, bias=False),
-        (2, 4, 5, 7), 1.0, "train",
-    ),
-    "depthwise3x3_s1_p1": (
-        lambda: nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False, seed=0),
-        lambda torch: torch.nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False),
-        (2, 4, 7, 6), 1.0, "train",
-    ),
-    "depthwise3x3_s2_p1": (
-        lambda: nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4, bias=False, seed=0),
-        lambda torch: torch.nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4, bias=False),
-        (2, 4, 7, 6), 1.0, "train",
-    ),
-    "depthwise3x3_s2_p1_bias": (
-        lambda: nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4, bias=True, seed=0),
-        lambda torch: torch.nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4, bias=True),
-        (2, 4, 7, 6), 1.0, "train",
-    ),
-    "batchnorm_train": (
-        lambda: nn.BatchNorm2d(4),
-        lambda torch: randomize_batchnorm(torch, torch.nn.BatchNorm2d(4)),
-        (3, 4, 5, 3), 2.0, "train",
-    ),
-    "batchnorm_eval": (
-        lambda: nn.BatchNorm2d(4),
-        lambda torch: randomize_batchnorm(torch, torch.nn.BatchNorm2d(4)),
-        (3, 4, 5, 3), 2.0, "eval",
-    ),
-    "linear": (
-        lambda: nn.Linear(7, 5, seed=0),
-        lambda torch: torch.nn.Linear(7, 5),
-        (4, 7), 1.0, "train",
-    ),
-    "relu": (lambda: nn.ReLU(), lambda torch: torch.nn.ReLU(), (2, 3, 5, 4), 4.0, "train"),
-    "relu6": (lambda: nn.ReLU6(), lambda torch: torch.nn.ReLU6(), (2, 3, 5, 4), 4.0, "train"),
-    "dropout_eval": (lambda: nn.Dropout(0.5, seed=0), lambda torch: torch.nn.Dropout(0.5), (2, 3, 5, 4), 1.0, "eval"),
-    "global_avg_pool": (
-        lambda: nn.GlobalAvgPool2d(),
-        lambda torch: torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()),
-        (2, 3, 5, 4), 1.0, "train",
-    ),
+    "conv3x3_s2_p1_bias": (Layer("Conv2d", 3, 5, 3, stride=2, padding=1, bias=True), (2, 3, 9, 8), 1.0, True),
+    "conv3x3_s2_p1_nobias": (Layer("Conv2d", 3, 5, 3, stride=2, padding=1, bias=False), (2, 3, 9, 8), 1.0, True),
+    "conv1x1_bias": (Layer("Conv2d", 4, 6, 1), (2, 4, 5, 7), 1.0, True),
+    "conv1x1_nobias": (Layer("Conv2d", 4, 6, 1, bias=False), (2, 4, 5, 7), 1.0, True),
+    "depthwise3x3_s1_p1": (Layer("Conv2d", 4, 4, 3, padding=1, groups=4, bias=False), (2, 4, 7, 6), 1.0, True),
+    "depthwise3x3_s2_p1": (Layer("Conv2d", 4, 4, 3, stride=2, padding=1, groups=4, bias=False), (2, 4, 7, 6), 1.0, True),
+    "depthwise3x3_s2_p1_bias": (Layer("Conv2d", 4, 4, 3, stride=2, padding=1, groups=4), (2, 4, 7, 6), 1.0, True),
+    "batchnorm_train": (Layer("BatchNorm2d", 4), (3, 4, 5, 3), 2.0, True),
+    "batchnorm_eval": (Layer("BatchNorm2d", 4), (3, 4, 5, 3), 2.0, False),
+    "linear": (Layer("Linear", 7, 5), (4, 7), 1.0, True),
+    "relu": (Layer("ReLU"), (2, 3, 5, 4), 4.0, True),
+    "relu6": (Layer("ReLU6"), (2, 3, 5, 4), 4.0, True),
+    "dropout_eval": (Layer("Dropout", 0.5), (2, 3, 5, 4), 1.0, False),
+    "global_avg_pool": (Layer("GlobalAvgPool2d"), (2, 3, 5, 4), 1.0, True),
 }
 
 
-def make_twins(torch, name):
-    """Our layer and its torch twin, with ours loaded from the twin's state dict, in the spec's mode."""
-    make, make_torch, shape, scale, mode = LAYERS[name]
-    torch.manual_seed(0)
-    tlayer = make_torch(torch)
-    layer = make()
-    layer.load_state_dict(numpy_state(tlayer))
-    layer.train(mode == "train")
-    tlayer.train(mode == "train")
-    return layer, tlayer, shape, scale
+def layer_input(name, seed, dtype=np.float32, shift=0.0):
+    """A random input of the case's shape and scale."""
+    _, shape, scale, _ = LAYERS[name]
+    return (np.random.default_rng(seed).standard_normal(shape) * scale + shift).astype(dtype)
 
 
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_state_dict_layout_matches_torch(torch, name):
     """Fresh layers: same state_dict keys in the same order, same shapes, same dtypes as torch."""
-    make, make_torch, *_ = LAYERS[name]
-    ours = make().state_dict()
-    theirs = numpy_state(make_torch(torch))
+    layer = LAYERS[name][0]
+    ours = layer.ours().state_dict()
+    theirs = numpy_state(layer.theirs(torch))
     assert list(ours) == list(theirs)
     for key in theirs:
         assert ours[key].shape == theirs[key].shape, key
@@ -176,51 +65,33 @@ def test_state_dict_layout_matches_torch(torch, name):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", list(LAYERS))
-def test_layer_matches_torch(torch, name, dtype):
+def test_layer_matches_torch(twins, name, dtype):
     """Loaded with the twin's weights: equal output, input gradient, parameter gradients and state."""
-    layer, tlayer, shape, scale = make_twins(torch, name)
-    set_dtype(layer, tlayer, dtype)
-    x = (np.random.default_rng(1).standard_normal(shape) * scale).astype(dtype)
-    out, dx, tout, tdx = forward_backward(torch, layer, tlayer, x, dout_seed=2)
-    assert_close(out, tout, dtype, "output")
-    assert_close(dx, tdx, dtype, "input gradient")
-    assert_parameter_grads_match(layer, tlayer, dtype)
-    assert_state_matches(layer, tlayer, dtype)
+    layer, _, _, training = LAYERS[name]
+    compare_module(*twins(layer, dtype=dtype, training=training), layer_input(name, 1, dtype), seed=2)
 
 
-def test_linear_accepts_leading_axes_like_torch(torch):
+def test_every_kind_of_twin_has_a_case():
+    """A layer added to ``twins.TWINS`` without a line in LAYERS would go untested: fail instead."""
+    assert sorted({layer.kind for layer, *_ in LAYERS.values()}) == sorted(TWINS)
+
+
+def test_linear_accepts_leading_axes_like_torch(twins):
     """Linear on a (N, T, features) input acts on the last axis, as torch's does."""
-    layer, tlayer, _, _ = make_twins(torch, "linear")
     x = np.random.default_rng(3).standard_normal((2, 3, 7)).astype(np.float32)
-    out, dx, tout, tdx = forward_backward(torch, layer, tlayer, x, dout_seed=4)
-    assert_close(out, tout, np.float32, "output")
-    assert_close(dx, tdx, np.float32, "input gradient")
-    assert_parameter_grads_match(layer, tlayer, np.float32)
+    compare_module(*twins(LAYERS["linear"][0]), x, seed=4)
 
 
 # --- batch norm -----------------------------------------------------------------------------
 
 
-def batchnorm_twins(torch, channels=4, momentum=0.1, seed=0):
-    tbn = randomize_batchnorm(torch, torch.nn.BatchNorm2d(channels, momentum=momentum), seed)
-    bn = nn.BatchNorm2d(channels, momentum=momentum)
-    bn.load_state_dict(numpy_state(tbn))
-    return bn, tbn
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_batchnorm_train_step_matches_torch(torch, dtype):
+def test_batchnorm_train_step_matches_torch(twins, dtype):
     """Train mode: output, gradients and the running statistics after one step equal torch's."""
-    bn, tbn = batchnorm_twins(torch)
-    set_dtype(bn, tbn, dtype)
+    bn, tbn = twins(Layer("BatchNorm2d", 4), dtype=dtype)
     before = bn.state_dict()
     x = (np.random.default_rng(5).standard_normal((4, 4, 3, 5)) * 3 + 1).astype(dtype)
-    out, dx, tout, tdx = forward_backward(torch, bn, tbn, x, dout_seed=6)
-    assert_close(out, tout, dtype, "output")
-    assert_close(dx, tdx, dtype, "input gradient")
-    assert_parameter_grads_match(bn, tbn, dtype)
-    assert_close(bn.running_mean, tbn.running_mean.numpy(), dtype, "running_mean")
-    assert_close(bn.running_var, tbn.running_var.numpy(), dtype, "running_var")
+    compare_module(bn, tbn, x, seed=6)  # the running statistics and num_batches_tracked too
     assert bn.num_batches_tracked.dtype == np.int64
     assert int(bn.num_batches_tracked) == int(tbn.num_batches_tracked) == 1
     # The running statistics really moved (from non-default values).
@@ -228,19 +99,14 @@ def test_batchnorm_train_step_matches_torch(torch, dtype):
     assert not np.allclose(bn.running_var, before["running_var"])
 
 
-def test_batchnorm_eval_uses_running_statistics(torch):
+def test_batchnorm_eval_uses_running_statistics(twins):
     """Eval mode equals torch's eval and the textbook formula with the running stats; train output differs."""
-    bn, tbn = batchnorm_twins(torch, seed=1)
+    bn, tbn = twins(Layer("BatchNorm2d", 4), training=False, seed=1)
     train_twin = nn.BatchNorm2d(4)
     train_twin.load_state_dict(bn.state_dict())
-    bn.eval()
-    tbn.eval()
     before = bn.state_dict()
     x = (np.random.default_rng(7).standard_normal((3, 4, 4, 5)) * 2 + 0.5).astype(np.float32)
-    out, dx, tout, tdx = forward_backward(torch, bn, tbn, x, dout_seed=8)
-    assert_close(out, tout, np.float32, "eval output")
-    assert_close(dx, tdx, np.float32, "eval input gradient")
-    assert_parameter_grads_match(bn, tbn, np.float32)
+    out, _ = compare_module(bn, tbn, x, seed=8)
 
     s = {k: v.astype(np.float64)[:, None, None] for k, v in before.items() if v.ndim == 1}
     by_hand = s["weight"] * (x - s["running_mean"]) / np.sqrt(s["running_var"] + 1e-5) + s["bias"]
@@ -251,18 +117,14 @@ def test_batchnorm_eval_uses_running_statistics(torch):
     assert np.max(np.abs(train_twin(x) - out)) > 0.1, "train output should use batch statistics"
 
 
-def test_batchnorm_momentum_none_is_cumulative_average(torch):
+def test_batchnorm_momentum_none_is_cumulative_average(twins):
     """momentum=None: after 3 batches the running stats are the plain averages of the batch stats."""
-    bn, tbn = batchnorm_twins(torch, momentum=None, seed=2)
-    bn.astype(np.float64)
-    tbn.double()
+    bn, tbn = twins(Layer("BatchNorm2d", 4, momentum=None), dtype=np.float64, seed=2)
     rng = np.random.default_rng(9)
     batch_means, batch_vars = [], []
     for step in range(3):
         x = rng.standard_normal((2, 4, 3, 3)) * (step + 1) + step
-        forward_backward(torch, bn, tbn, x, dout_seed=10 + step)
-        assert_close(bn.running_mean, tbn.running_mean.numpy(), np.float64, f"running_mean after {step + 1}")
-        assert_close(bn.running_var, tbn.running_var.numpy(), np.float64, f"running_var after {step + 1}")
+        compare_module(bn, tbn, x, seed=10 + step)  # the running statistics after each step too
         batch_means.append(x.mean(axis=(0, 2, 3)))
         batch_vars.append(x.var(axis=(0, 2, 3), ddof=1))
     assert int(bn.num_batches_tracked) == int(tbn.num_batches_tracked) == 3
@@ -274,16 +136,11 @@ def test_batchnorm_momentum_none_is_cumulative_average(torch):
 
 
 @pytest.mark.parametrize("name", ["conv3x3_s2_p1_bias", "depthwise3x3_s1_p1", "batchnorm_train", "linear"])
-def test_gradients_accumulate_like_torch(torch, name):
+def test_gradients_accumulate_like_torch(twins, name):
     """Two forward+backward passes add into .grad as torch's two backward calls do; zero_grad clears."""
-    layer, tlayer, shape, scale = make_twins(torch, name)
-    rng = np.random.default_rng(11)
+    layer, tlayer = twins(LAYERS[name][0])
     for step in range(2):
-        x = (rng.standard_normal(shape) * scale + step).astype(np.float32)
-        out, dx, tout, tdx = forward_backward(torch, layer, tlayer, x, dout_seed=20 + step)
-        assert_close(out, tout, np.float32, f"output {step}")
-        assert_close(dx, tdx, np.float32, f"input gradient {step}")
-        assert_parameter_grads_match(layer, tlayer, np.float32)
+        compare_module(layer, tlayer, layer_input(name, 11 + step, shift=step), seed=20 + step)
     assert any(np.abs(p.grad).max() > 0 for p in layer.parameters())
 
     layer.zero_grad()
@@ -293,17 +150,14 @@ def test_gradients_accumulate_like_torch(torch, name):
 
     # After zero_grad, one pass gives one pass's gradients again.
     tlayer.zero_grad()
-    x = (rng.standard_normal(shape) * scale).astype(np.float32)
-    forward_backward(torch, layer, tlayer, x, dout_seed=30)
-    assert_parameter_grads_match(layer, tlayer, np.float32)
+    compare_module(layer, tlayer, layer_input(name, 13), seed=30)
 
 
-def test_accumulated_grad_is_the_sum_of_single_passes(torch):
+def test_accumulated_grad_is_the_sum_of_single_passes(torch, twins):
     """Accumulated .grad equals the sum of two separate single-pass torch gradients."""
-    layer, tlayer, shape, _ = make_twins(torch, "conv1x1_bias")
-    rng = np.random.default_rng(12)
-    xs = [rng.standard_normal(shape).astype(np.float32) for _ in range(2)]
-    douts = [rng.standard_normal((2, 6, 5, 7)).astype(np.float32) for _ in range(2)]
+    layer, tlayer = twins(LAYERS["conv1x1_bias"][0])
+    xs = [layer_input("conv1x1_bias", seed) for seed in (12, 13)]
+    douts = [upstream_gradient((2, 6, 5, 7), seed).astype(np.float32) for seed in (12, 13)]
     expected = {n: np.zeros(tuple(tp.shape), np.float32) for n, tp in tlayer.named_parameters()}
     for x, dout in zip(xs, douts):
         tlayer.zero_grad()
@@ -322,9 +176,8 @@ def test_accumulated_grad_is_the_sum_of_single_passes(torch):
 
 def test_dropout_eval_is_identity():
     """Eval mode: the output is the input, unchanged, and backward passes dout through."""
-    rng = np.random.default_rng(13)
-    x = rng.standard_normal((3, 4, 5, 5)).astype(np.float32)
-    dout = rng.standard_normal(x.shape).astype(np.float32)
+    x = np.random.default_rng(13).standard_normal((3, 4, 5, 5)).astype(np.float32)
+    dout = upstream_gradient(x.shape, 13).astype(np.float32)
     layer = nn.Dropout(0.5, seed=0).eval()
     x_copy = x.copy()
     out = layer(x)
@@ -363,13 +216,15 @@ def test_dropout_scales_kept_values_and_backward_uses_the_mask(dtype):
     p = 0.3
     rng = np.random.default_rng(17)
     x = (rng.uniform(0.5, 1.5, (8, 6, 7, 7)) * rng.choice([-1.0, 1.0], (8, 6, 7, 7))).astype(dtype)
-    dout = rng.standard_normal(x.shape).astype(dtype)
+    dout = upstream_gradient(x.shape, 17).astype(dtype)
     layer = nn.Dropout(p, seed=18)
     out = layer(x)
     kept = out != 0
     assert 0 < kept.mean() < 1
     assert out.dtype == dtype
     assert_close(out[kept], x[kept] / (1 - p), dtype, "kept values")
+    (mask,) = layer.cache
+    np.testing.assert_array_equal(mask != 0, kept)
     dx = layer.backward(dout)
     assert dx.dtype == dtype
     np.testing.assert_array_equal(dx[~kept], 0)
@@ -382,7 +237,7 @@ def test_dropout_p_one_drops_everything(torch):
     layer = nn.Dropout(1.0, seed=0)
     out = layer(x)
     np.testing.assert_array_equal(out, torch.nn.Dropout(1.0)(to_torch(torch, x)).numpy())
-    np.testing.assert_array_equal(layer.backward(np.ones_like(x)), np.zeros_like(x))
+    np.testing.assert_array_equal(layer.backward(upstream_gradient(x.shape, 19).astype(np.float32)), np.zeros_like(x))
 
 
 # --- a small CNN ---------------------------------------------------------------------------------
@@ -391,80 +246,43 @@ def test_dropout_p_one_drops_everything(torch):
 # The convolutions before a batch norm have no bias, as in MobileNetV2: in train mode such a bias
 # has an exactly-zero gradient (batch norm subtracts the batch mean), and comparing two roundoff
 # noises of size 1e-16 with a relative tolerance would test nothing.
+SMALL_CNN = [
+    Layer("Conv2d", 3, 8, 3, stride=2, padding=1, bias=False),
+    Layer("BatchNorm2d", 8),
+    Layer("ReLU6"),
+    Layer("Conv2d", 8, 8, 3, padding=1, groups=8, bias=False),
+    Layer("BatchNorm2d", 8),
+    Layer("ReLU6"),
+    Layer("Conv2d", 8, 16, 1, bias=False),
+    Layer("BatchNorm2d", 16),
+    Layer("GlobalAvgPool2d"),
+    Layer("Linear", 16, 10),
+]
+
+
 def small_cnn():
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(8),
-        nn.ReLU6(),
-        nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
-        nn.BatchNorm2d(8),
-        nn.ReLU6(),
-        nn.Conv2d(8, 16, 1, bias=False),
-        nn.BatchNorm2d(16),
-        nn.GlobalAvgPool2d(),
-        nn.Linear(16, 10),
-    )
+    return nn.Sequential(*(layer.ours() for layer in SMALL_CNN))
 
 
-def small_torch_cnn(torch):
-    t = torch.nn
-    torch.manual_seed(0)
-    model = t.Sequential(
-        t.Conv2d(3, 8, 3, stride=2, padding=1, bias=False),
-        t.BatchNorm2d(8),
-        t.ReLU6(),
-        t.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
-        t.BatchNorm2d(8),
-        t.ReLU6(),
-        t.Conv2d(8, 16, 1, bias=False),
-        t.BatchNorm2d(16),
-        t.Sequential(t.AdaptiveAvgPool2d(1), t.Flatten()),  # one index, as our GlobalAvgPool2d
-        t.Linear(16, 10),
-    )
-    for index, module in enumerate(model):
-        if isinstance(module, t.BatchNorm2d):
-            randomize_batchnorm(torch, module, seed=index)
-    return model
-
-
-def cnn_twins(torch):
-    tmodel = small_torch_cnn(torch)
-    model = small_cnn()
-    model.load_state_dict(numpy_state(tmodel))
-    return model, tmodel
-
-
-def test_small_cnn_names_match_torch(torch):
+def test_small_cnn_names_match_torch(twins):
     """named_parameters() and state_dict() names equal torch's, in order."""
-    model, tmodel = cnn_twins(torch)
+    model, tmodel = twins(*SMALL_CNN)
     assert [n for n, _ in model.named_parameters()] == [n for n, _ in tmodel.named_parameters()]
     assert list(model.state_dict()) == list(tmodel.state_dict())
 
 
-def test_small_cnn_train_float64_matches_torch(torch):
+def test_small_cnn_train_float64_matches_torch(twins):
     """Train mode, float64: output, dx, every parameter's grad and the running stats to 1e-10."""
-    model, tmodel = cnn_twins(torch)
-    model.astype(np.float64).train()
-    tmodel.double().train()
     x = np.random.default_rng(21).standard_normal((4, 3, 13, 11)) * 2
-    out, dx, tout, tdx = forward_backward(torch, model, tmodel, x, dout_seed=22)
-    assert_close(out, tout, np.float64, "output")
-    assert_close(dx, tdx, np.float64, "input gradient")
-    assert_parameter_grads_match(model, tmodel, np.float64)
-    assert_state_matches(model, tmodel, np.float64)
+    compare_module(*twins(*SMALL_CNN, dtype=np.float64), x, seed=22)
 
 
-def test_small_cnn_eval_float32_matches_torch(torch):
+def test_small_cnn_eval_float32_matches_torch(twins):
     """Eval mode, float32: output, dx and every parameter's grad, with the running stats untouched."""
-    model, tmodel = cnn_twins(torch)
-    model.eval()
-    tmodel.eval()
+    model, tmodel = twins(*SMALL_CNN, training=False)
     before = model.state_dict()
     x = np.random.default_rng(23).standard_normal((3, 3, 12, 12)).astype(np.float32) * 2
-    out, dx, tout, tdx = forward_backward(torch, model, tmodel, x, dout_seed=24)
-    assert_close(out, tout, np.float32, "output")
-    assert_close(dx, tdx, np.float32, "input gradient")
-    assert_parameter_grads_match(model, tmodel, np.float32)
+    compare_module(model, tmodel, x, seed=24)
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(value, before[key], err_msg=key)
 
@@ -594,18 +412,17 @@ def test_state_dict_returns_copies():
     assert int(bn.num_batches_tracked) == 0
 
 
-def test_load_state_dict_non_strict_reports_and_loads_the_rest(torch):
+def test_load_state_dict_non_strict_reports_and_loads_the_rest(torch, twins):
     """strict=False returns (missing, unexpected) as torch does, loads the others, leaves the missing alone."""
-    t = torch.nn
-    torch.manual_seed(0)
-    tmodel = t.Sequential(t.Conv2d(3, 4, 3, bias=False), randomize_batchnorm(torch, t.BatchNorm2d(4)))
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4))
+    layers = [Layer("Conv2d", 3, 4, 3, bias=False), Layer("BatchNorm2d", 4)]
+    _, tmodel = twins(*layers)
+    model = nn.Sequential(*(layer.ours() for layer in layers))
     sd = numpy_state(tmodel)
     del sd["1.running_var"]
     sd["2.weight"] = np.zeros(3, dtype=np.float32)
     result = model.load_state_dict(sd, strict=False)
 
-    torch_result = t.Sequential(t.Conv2d(3, 4, 3, bias=False), t.BatchNorm2d(4)).load_state_dict(
+    torch_result = torch.nn.Sequential(*(layer.theirs(torch) for layer in layers)).load_state_dict(
         {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, strict=False
     )
     missing, unexpected = result
@@ -634,7 +451,7 @@ def test_astype_float64_converts_params_grads_float_buffers_only():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
     x = np.random.default_rng(27).standard_normal((2, 3, 5, 5)).astype(np.float32)
     out = model(x)
-    model.backward(np.random.default_rng(28).standard_normal(out.shape).astype(np.float32))
+    model.backward(upstream_gradient(out.shape, 28).astype(np.float32))
     before = {n: (p.data.copy(), p.grad.copy()) for n, p in model.named_parameters()}
     buffers_before = dict(model.named_buffers())
     buffers_before = {k: v.copy() for k, v in buffers_before.items()}
