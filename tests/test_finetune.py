@@ -21,8 +21,13 @@ def batch(seed=0, size=40):
     return np.random.default_rng(seed).standard_normal((2, 3, size, size))
 
 
-def gradients(model):
-    return {name: p.grad.copy() for name, p in model.named_parameters()}
+def gradients_of_one_pass(model, x, dout):
+    """Every parameter's gradient after one forward and backward pass, and the gradients then zeroed."""
+    model(x)
+    model.backward(dout)
+    grads = {name: p.grad.copy() for name, p in model.named_parameters()}
+    model.zero_grad()
+    return grads
 
 
 def count_backward_calls(monkeypatch, layer_type):
@@ -86,10 +91,7 @@ def test_backward_stops_at_the_lowest_block_that_learns(monkeypatch):
     gradients equal those of a run where nothing is frozen."""
     model = small_model()
     x, dout = batch(), upstream_gradient((2, 5), seed=1)
-    model(x)
-    model.backward(dout)
-    full = gradients(model)
-    model.zero_grad()
+    full = gradients_of_one_pass(model, x, dout)
     model.features.requires_grad_(False)
     model.features[17].requires_grad_(True)
     model.features[18].requires_grad_(True)
@@ -108,10 +110,7 @@ def test_backward_stops_at_the_lowest_block_that_learns(monkeypatch):
 def test_a_frozen_block_between_learning_ones_passes_the_gradient_on():
     model = small_model()
     x, dout = batch(), upstream_gradient((2, 5), seed=2)
-    model(x)
-    model.backward(dout)
-    full = gradients(model)
-    model.zero_grad()
+    full = gradients_of_one_pass(model, x, dout)
     model.features[5].requires_grad_(False)
     model(x)
     dx = model.backward(dout)
