@@ -22,7 +22,8 @@ ReLU6), ``dropout``, ``linear``, ``pooling`` (global average pooling) and ``loss
 cross-entropy). The three take the same arguments and give the same results (the tests check
 all three against one another and against PyTorch). This package's own names are the plain
 versions; ``functional.loops`` and ``functional.fast`` hold the other two under the same
-names. :mod:`npmobilenet.nn` runs the fast ones.
+names. :mod:`npmobilenet.nn` runs the fast ones. A cache belongs to the version that made
+it: pass it to the backward of the same version (each keeps what its own backward needs).
 """
 
 from . import fast, loops

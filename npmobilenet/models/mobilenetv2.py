@@ -35,8 +35,8 @@ from .._checks import check_float_array, conv_output_size
 from ..errors import WeightsError
 
 __all__ = [
-    "Conv2dNormActivation", "InvertedResidual", "MobileNetV2", "make_divisible", "mobilenet_v2",
-    "model_from_state_dict",
+    "Conv2dNormActivation", "InvertedResidual", "MobileNetV2", "count_mult_adds", "make_divisible",
+    "mobilenet_v2", "model_from_state_dict",
 ]
 
 # The paper's Table 2: expansion factor t, output channels c, repeats n, stride s of the first repeat.
