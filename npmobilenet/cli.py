@@ -1,7 +1,15 @@
 """The ``npmobilenet`` command.
 
-* ``npmobilenet predict IMAGE... [--topk K] [--weights NAME_OR_PATH] [--json]``: the most
-  likely ImageNet classes of each image, as a table or as JSON.
+* ``npmobilenet predict IMAGE|FOLDER... [--topk K] [--weights NAME_OR_PATH] [--json]``: the
+  most likely ImageNet classes of each image (a folder: its image files, sorted), as a table or
+  as JSON. Images are read and classified ``MAX_BATCH`` at a time, and each result printed
+  when its batch is done, so a folder of 10,000 photos runs in bounded memory; a progress
+  display goes to stderr for more than a few images (or on a terminal). An image that cannot
+  be read gets its own ``error: ...`` line on stderr and the others are still classified:
+  the exit status is then 1 (2 when none could be read).
+* ``npmobilenet explain IMAGE... [--method M] [--target CLASS] [--layer NAME] [--out DIR]
+  [--weights W]``: one PNG per image, the explanation's heatmap over the photo
+  (:mod:`npmobilenet.explain`); every argument and image is checked before any PNG is written.
 * ``npmobilenet convert IN OUT``: a checkpoint from one format to another (``.pth`` written by
   ``torch.save`` to ``.npz``, or back), with no torch needed.
 * ``npmobilenet demo``: trains a small MobileNet-style network built from the layers on random
@@ -14,13 +22,18 @@
   folder of class folders (:func:`npmobilenet.train.finetune`).
 * ``npmobilenet evaluate DATA_DIR --weights W``: accuracy, per-class accuracy and the confusion
   matrix.
+* ``npmobilenet grade NOTEBOOK [--json]`` and ``npmobilenet assignments generate``: the
+  autograder of the classroom assignments and the student notebooks made from the solutions
+  (:mod:`npmobilenet.grading`).
 
-Bad input prints one line, ``error: ...``, on stderr and exits with status 2. Nothing is
-printed before every image has been read and classified, so a failure leaves no partial output.
+Bad input prints one line, ``error: ...``, on stderr and exits with status 2: wrong arguments,
+weights that cannot be used (checked before any image is read), a missing image for
+``explain``. Files are written atomically: a failure leaves no partial file.
 """
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +42,7 @@ import numpy as np
 
 from . import __version__, nn
 from .errors import NpMobileNetError
+from .grading.cli import add_grading_commands
 from .gradcheck import check_module
 
 
@@ -54,7 +68,8 @@ def build_parser():
         "come from --weights, else $NPMOBILENET_WEIGHTS, else the cache ($NPMOBILENET_HOME, "
         "default ~/.cache/npmobilenet), else a download of torchvision's IMAGENET1K_V1 file.",
     )
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE",
+                         help="image files (JPEG, PNG, ...), or folders: their image files, sorted")
     predict.add_argument("--topk", type=_positive_int, default=5, help="classes to show per image (default 5)")
     predict.add_argument("--weights", metavar="NAME_OR_PATH", default=None,
                          help="IMAGENET1K_V1, IMAGENET1K_V2, or a .pth/.npz file")
@@ -134,9 +149,44 @@ def build_parser():
     bench.add_argument("--epochs", type=_positive_int, default=5, help="with --finetune: epochs (default 5)")
     bench.add_argument("--train-blocks", type=_non_negative_int, default=0, metavar="K",
                        help="with --finetune: feature blocks that learn besides the classifier (default 0)")
+    bench.add_argument("--lr", type=_positive_float, default=0.01,
+                       help="with --finetune: the learning rate (default 0.01; 0.001 when blocks learn too)")
     bench.set_defaults(run=run_bench)
     add_training_commands(commands)
+    add_grading_commands(commands)
+    add_explain_command(commands)
     return parser
+
+
+def add_explain_command(commands):
+    """``npmobilenet explain``."""
+    from .explain.cam import DEFAULT_LAYER
+    from .explain.methods import CAM_METHODS, METHODS
+
+    explain = commands.add_parser(
+        "explain",
+        help="draw what the network looks at: Grad-CAM and other maps over each photo",
+        description="For each image, write IMAGE-METHOD.png into --out: the photo as the network "
+        "sees it (resized and centre-cropped), the explanation's heatmap over it with a colour bar, "
+        "and the class explained. Gradients come from the network's own backward passes. Weights "
+        "are found as for predict.",
+    )
+    explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    explain.add_argument("--method", choices=tuple(METHODS), default="gradcam",
+                         help="the explanation (default gradcam)")
+    explain.add_argument("--target", type=_class_index, default=None, metavar="CLASS",
+                         help="the class index to explain (default: the predicted class)")
+    explain.add_argument("--layer", default=None, metavar="NAME",
+                         help=f"for {', '.join(CAM_METHODS)}: the layer, by its torchvision name "
+                         f"(default {DEFAULT_LAYER}; for example features.14 or features.18.0)")
+    explain.add_argument("--out", default=".", metavar="DIR", help="the folder for the PNGs (default: here)")
+    explain.add_argument("--weights", metavar="NAME_OR_PATH", default=None,
+                         help="IMAGENET1K_V1, IMAGENET1K_V2, or a .pth/.npz file")
+    explain.set_defaults(run=run_explain)
+
+
+def _class_index(text):
+    return _whole_number(text, 0, "a class index, a whole number of 0 or more")
 
 
 def add_training_commands(commands):
@@ -284,7 +334,7 @@ def run_finetune_bench(args, out):
     except ImportError:
         torch_side = False
     report = run_finetune_bench(args.finetune, args.weights, epochs=args.epochs, train_blocks=args.train_blocks,
-                                torch_side=torch_side, log=sys.stderr)
+                                lr=args.lr, torch_side=torch_side, log=sys.stderr)
     print(format_finetune_report(report), file=out)
     if args.json:
         from .io import atomic_write
@@ -327,12 +377,17 @@ def run_bench(args, out):
 
 
 def _positive_int(text):
+    return _whole_number(text, 1, "a positive integer")
+
+
+def _whole_number(text, minimum, what):
+    """``int(text)`` when it is at least ``minimum``; otherwise argparse's error, ``expected WHAT, got 'TEXT'``."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        value = None
+    if value is None or value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
 
 
@@ -378,24 +433,138 @@ def run_demo(args, out):
 
 
 def run_predict(args, out):
-    from .prediction import predict
+    from .prediction import predict_each
 
-    results = predict(list(args.images), topk=args.topk, weights=args.weights)
-    if args.json:
-        document = [
-            {"image": image, "predictions": [p._asdict() for p in predictions]}
-            for image, predictions in zip(args.images, results)
-        ]
+    images = image_files(args.images)  # a folder with no image in it is a wrong argument: before any work
+    results = predict_each(images, topk=args.topk, weights=args.weights)  # the weights are checked here
+    progress = Progress(len(images), sys.stderr)
+    document, failed, printed = [], 0, 0
+    for image, result in results:
+        progress.clear()
+        if isinstance(result, Exception):
+            failed += 1
+            print(f"error: {result}", file=sys.stderr)
+        elif args.json:
+            document.append({"image": image, "predictions": [p._asdict() for p in result]})
+        else:
+            print_predictions(image, result, out, blank_line=printed > 0)
+            printed += 1
+        progress.advance()
+    if args.json and document:
         print(json.dumps(document, indent=2), file=out)
-        return 0
-    for number, (image, predictions) in enumerate(zip(args.images, results)):
-        if number:
-            print(file=out)
-        print(image, file=out)
-        print(f"  {'rank':>4}  {'probability':>11}  {'class':>5}  label", file=out)
-        for rank, p in enumerate(predictions, start=1):
-            print(f"  {rank:>4}  {p.probability:>11.2%}  {p.index:>5}  {p.label}", file=out)
+    return 2 if failed == len(images) else 1 if failed else 0
+
+
+def print_predictions(image, predictions, out, blank_line):
+    """The table of one image, after a blank line when ``blank_line``."""
+    if blank_line:
+        print(file=out)
+    print(image, file=out)
+    print(f"  {'rank':>4}  {'probability':>11}  {'class':>5}  label", file=out)
+    for rank, p in enumerate(predictions, start=1):
+        print(f"  {rank:>4}  {p.probability:>11.2%}  {p.index:>5}  {p.label}", file=out)
+    out.flush()
+
+
+def image_files(paths):
+    """``paths`` as given, each folder replaced by its image files (by extension, sorted by name)."""
+    from .data.folder import IMG_EXTENSIONS, is_image_file
+
+    files = []
+    for path in paths:
+        if not os.path.isdir(path):
+            files.append(path)
+            continue
+        inside = sorted(entry.name for entry in os.scandir(path) if entry.is_file() and is_image_file(entry.name))
+        if not inside:
+            raise ValueError(f"{path} is a directory with no image files in it ({', '.join(IMG_EXTENSIONS)})")
+        files += [os.path.join(path, name) for name in inside]
+    return files
+
+
+PROGRESS_AFTER = 8  # more images than this: a progress display on stderr, terminal or not
+
+
+class Progress:
+    """``predicted 96/10000 images, 41.3 per second`` on stderr, never on stdout.
+
+    Shown on a terminal (one line, redrawn in place) for more than one image and, whatever
+    stderr is, for more than ``PROGRESS_AFTER`` images (in a log: one line per ``MAX_BATCH``
+    images and one at the end).
+    Call :meth:`clear` before printing anything else, :meth:`advance` after each image.
+    """
+
+    def __init__(self, total, stream):
+        from .train import is_terminal
+
+        self.total, self.stream, self.done = total, stream, 0
+        self.terminal = is_terminal(stream)
+        self.shown = total > PROGRESS_AFTER or (self.terminal and total > 1)
+        self.start = time.perf_counter()
+
+    def advance(self):
+        from .prediction import MAX_BATCH
+
+        self.done += 1
+        if not self.shown:
+            return
+        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+        text = f"predicted {self.done}/{self.total} images, {rate:.1f} per second"
+        if self.terminal:
+            self.stream.write("\r\x1b[K" + text + ("\n" if self.done == self.total else ""))
+        elif self.done % MAX_BATCH == 0 or self.done == self.total:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def clear(self):
+        """Wipe the redrawn line of a terminal, so that the next output starts on a clean line."""
+        if self.shown and self.terminal:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def run_explain(args, out):
+    from .explain import CAM_METHODS, DEFAULT_LAYER, explanation_map, find_layer, photo, plot_heatmap
+    from .explain.inputs import as_batch, target_classes
+    from .functional import softmax
+    from .grad_mode import no_grad
+    from .prediction import load_model
+
+    if args.layer is not None and args.method not in CAM_METHODS:
+        raise ValueError(f"--layer goes with the methods that look at a layer ({', '.join(CAM_METHODS)}); "
+                         f"{args.method} explains the input")
+    model = load_model(args.weights)
+    spec = model.weights_spec
+    if args.layer is not None:
+        find_layer(model, args.layer)
+    if args.target is not None and args.target >= len(spec.categories):
+        raise ValueError(f"--target: expected a class index between 0 and {len(spec.categories) - 1}, got {args.target}")
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out: {out_dir} is a file; expected a folder")
+    batch = as_batch(model, list(args.images))  # every image read before any PNG is written
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for image, x, path in zip(args.images, batch, _png_names(args.images, args.method, out_dir)):
+        x = x[None]
+        with no_grad():
+            probabilities = softmax(model(x))
+        (target,) = target_classes(args.target, probabilities)
+        heatmap = explanation_map(model, x, args.method, target, args.layer)[0]
+        where = f" at {args.layer or DEFAULT_LAYER}" if args.method in CAM_METHODS else ""
+        label = f"{spec.categories[target]} (class {target}), p = {probabilities[0, target]:.2f}"
+        plot_heatmap(photo(x, spec.mean, spec.std), heatmap, label=f"{label}\n{args.method}{where}", save=path)
+        print(f"wrote {path} ({args.method}, class {target} {spec.categories[target]}) for {image}", file=out)
     return 0
+
+
+def _png_names(images, method, out_dir):
+    """``OUT/STEM-METHOD.png`` for each image; ``-2``, ``-3``, ... after a stem seen before."""
+    seen = {}
+    for image in images:
+        stem = Path(image).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        suffix = "" if seen[stem] == 1 else f"-{seen[stem]}"
+        yield out_dir / f"{stem}{suffix}-{method}.png"
 
 
 def run_convert(args, out):

@@ -395,7 +395,7 @@ def backward_chain(layers, dout, input_grad=True):
     layer between two learning ones still passes the gradient on.
     """
     first = 0 if input_grad else lowest_learning_layer(layers)
-    if first == len(layers):
+    if not input_grad and first == len(layers):
         return None  # nothing here learns, and nobody needs dx
     for index in reversed(range(first, len(layers))):
         dout = backward_through(layers[index], dout, input_grad=input_grad or index > first)

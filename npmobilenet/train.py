@@ -424,7 +424,7 @@ class ProgressBar:
 
     def __init__(self, total, description, enabled=None, stream=None):
         self.stream = sys.stderr if stream is None else stream
-        self.enabled = _is_terminal(self.stream) if enabled is None else bool(enabled)
+        self.enabled = is_terminal(self.stream) if enabled is None else bool(enabled)
         self.total, self.description = total, description
         self.done, self.images, self.start = 0, 0, time.perf_counter()
 
@@ -452,7 +452,8 @@ class ProgressBar:
             self.stream.flush()
 
 
-def _is_terminal(stream):
+def is_terminal(stream):
+    """True when ``stream`` is a terminal that can redraw a line (not a file, a pipe or TERM=dumb)."""
     try:
         return stream.isatty() and os.environ.get("TERM") != "dumb"
     except (AttributeError, ValueError):

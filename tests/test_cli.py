@@ -1,5 +1,10 @@
 """The ``npmobilenet`` command: its output, and one line ``error: ...`` with status 2 for bad input.
 
+``predict`` over several images reports an image it cannot read on its own ``error:`` line and
+still classifies the others (status 1 then; 2 when none could be read or the arguments are
+wrong); it takes folders, reads images in batches of at most ``MAX_BATCH``, and shows its
+progress on stderr for more than a few images.
+
 Expected predictions come from torchvision, run here on the same shared weights with its own
 transforms; nothing compares the command with its own earlier output. Most cases call
 ``main([...])`` in-process (fast); a few run ``python -m npmobilenet`` in a subprocess to prove
@@ -233,9 +238,11 @@ def test_bad_arguments_give_one_error_line_and_status_2(args, message):
 @pytest.mark.parametrize(
     "args, mentions",
     [
-        (["--help"], ["usage: npmobilenet", "predict", "convert", "demo", "--version"]),
+        (["--help"], ["usage: npmobilenet", "predict", "convert", "demo", "explain", "--version"]),
         (["predict", "--help"], ["usage: npmobilenet predict", "IMAGE", "--topk", "--weights", "--json",
-                                 "NPMOBILENET_WEIGHTS", "IMAGENET1K_V1"]),
+                                 "NPMOBILENET_WEIGHTS", "IMAGENET1K_V1", "folders"]),
+        (["explain", "--help"], ["usage: npmobilenet explain", "IMAGE", "--method", "gradcam++", "occlusion",
+                                 "--target", "--layer", "features.18", "--out", "--weights"]),
         (["convert", "--help"], ["usage: npmobilenet convert", "IN", "OUT", ".npz", ".pth"]),
         (["demo", "--help"], ["usage: npmobilenet demo", "--steps", "--seed"]),
     ],
@@ -361,15 +368,48 @@ BAD_IMAGES = {
 }
 
 
-@pytest.mark.parametrize("after_good_image", [False, True], ids=["alone", "after-a-good-image"])
 @pytest.mark.parametrize("case", list(BAD_IMAGES))
-def test_bad_image_gives_one_error_line_and_no_output(capsys, tmp_path, weights_path, case, after_good_image):
+def test_bad_image_alone_gives_one_error_line_and_no_output(capsys, tmp_path, weights_path, case):
     make, words = BAD_IMAGES[case]
     bad = make(tmp_path)
-    images = [CHELSEA, bad] if after_good_image else [bad]
     for extra in ([], ["--json"]):
-        status, stdout, stderr = run_main(capsys, "predict", *images, "--weights", weights_path, *extra)
+        status, stdout, stderr = run_main(capsys, "predict", bad, "--weights", weights_path, *extra)
         assert_one_error_line(status, stdout, stderr, bad, words)
+
+
+def assert_good_ones_predicted(status, stdout, stderr, good, bad, words, json_output=False):
+    """Status 1; the good images' results on stdout, in order; one ``error:`` line per bad image, naming it."""
+    assert "Traceback" not in stderr
+    assert status == 1, (status, stdout, stderr)
+    if json_output:
+        assert [entry["image"] for entry in json.loads(stdout)] == [str(image) for image in good]
+    else:
+        assert list(parse_table(stdout)) == [str(image) for image in good]
+    lines = stderr.splitlines()
+    assert len(lines) == len(bad) and all(line.startswith("error: ") for line in lines), stderr
+    for line, image in zip(lines, bad):
+        assert str(image) in line and words in line, line
+
+
+# Changed with the "many images" issue: a bad image among good ones used to stop the whole run
+# (status 2, nothing on stdout); now it gets its own error line and the others are classified.
+@pytest.mark.parametrize("case", [case for case in BAD_IMAGES if case != "directory"])
+def test_bad_image_among_good_ones_is_reported_and_the_others_predicted(capsys, tmp_path, weights_path, shared_photo,
+                                                                        case):
+    make, words = BAD_IMAGES[case]
+    bad = make(tmp_path)
+    for extra in ([], ["--json"]):
+        status, stdout, stderr = run_main(capsys, "predict", CHELSEA, bad, shared_photo, "--weights", weights_path, *extra)
+        assert_good_ones_predicted(status, stdout, stderr, [CHELSEA, shared_photo], [bad], words, bool(extra))
+
+
+def test_a_folder_without_images_is_a_wrong_argument(capsys, tmp_path, weights_path):
+    """An empty folder (here one named folder.jpg) among good images: status 2 before any work, nothing on stdout."""
+    bad = _directory(tmp_path)
+    (bad / "notes.txt").write_text("no photos here\n")
+    for images in ([bad], [CHELSEA, bad]):
+        status, stdout, stderr = run_main(capsys, "predict", *images, "--weights", weights_path)
+        assert_one_error_line(status, stdout, stderr, bad, "directory", "no image files", ".jpeg")
 
 
 def _small_png(tmp_path, shared_photo):
@@ -392,7 +432,10 @@ def test_decompression_bomb_is_refused(capsys, monkeypatch, tmp_path, weights_pa
     monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", limit)
     images = [good, CHELSEA] if after_good_image else [CHELSEA]
     status, stdout, stderr = run_main(capsys, "predict", *images, "--weights", weights_path)
-    assert_one_error_line(status, stdout, stderr, CHELSEA, "MAX_IMAGE_PIXELS")
+    if after_good_image:  # changed with the "many images" issue: the good image is still classified
+        assert_good_ones_predicted(status, stdout, stderr, [good], [CHELSEA], "MAX_IMAGE_PIXELS")
+    else:
+        assert_one_error_line(status, stdout, stderr, CHELSEA, "MAX_IMAGE_PIXELS")
 
 
 def test_small_image_under_a_small_pixel_limit(capsys, monkeypatch, tmp_path, weights_path, shared_photo):
@@ -405,8 +448,91 @@ def test_small_image_under_a_small_pixel_limit(capsys, monkeypatch, tmp_path, we
 
 def test_missing_image_in_a_real_console(tmp_path, weights_path):
     missing = tmp_path / "no-such-photo.jpg"
-    result = run("predict", CHELSEA, missing, "--weights", weights_path, home=tmp_path / "home")
+    result = run("predict", missing, "--weights", weights_path, home=tmp_path / "home")
     assert_one_error_line(result.returncode, result.stdout, result.stderr, missing, "no such file")
+    # changed with the "many images" issue: after a good image, that one is still classified (status 1)
+    result = run("predict", CHELSEA, missing, "--weights", weights_path, home=tmp_path / "home")
+    assert_good_ones_predicted(result.returncode, result.stdout, result.stderr, [CHELSEA], [missing], "no such file")
+
+
+# --- predict: folders, many images, bounded batches, progress -----------------------------------
+
+
+@pytest.fixture
+def photo_folder(tmp_path, shared_dir):
+    """A folder of 5 photos of ../shared (symbolic links), a text file and a subfolder; names not in sorted order."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sources = sorted((shared_dir / "images").glob("*.JPEG"))[:5]
+    for number, source in zip([3, 1, 4, 0, 2], sources):
+        (folder / f"{number}-{source.name}").symlink_to(source)
+    (folder / "labels.txt").write_text("not an image\n")
+    (folder / "inner").mkdir()
+    return folder
+
+
+def test_a_folder_is_its_image_files_sorted(capsys, photo_folder, weights_path):
+    status, stdout, stderr = run_main(capsys, "predict", photo_folder, CHELSEA, "--topk", "2", "--weights", weights_path)
+    assert status == 0 and stderr == "", stderr
+    names = sorted(path.name for path in photo_folder.glob("*.JPEG"))
+    assert list(parse_table(stdout)) == [os.path.join(str(photo_folder), name) for name in names] + [CHELSEA]
+    status, stdout, _ = run_main(capsys, "predict", photo_folder, "--topk", "1", "--weights", weights_path, "--json")
+    assert status == 0 and [entry["image"] for entry in json.loads(stdout)] == [
+        os.path.join(str(photo_folder), name) for name in names]
+
+
+def test_images_are_read_and_classified_in_bounded_batches(capsys, monkeypatch, photo_folder, tmp_path, weights_path):
+    """At most MAX_BATCH images are read before a forward pass; each table is printed when its batch is done."""
+    monkeypatch.setattr(predict_module, "MAX_BATCH", 2)
+    events = []
+    original_preprocess, original_forward = predict_module.preprocess, type(predict_module.load_model(weights_path)).forward
+    monkeypatch.setattr(predict_module, "preprocess", lambda image, **k: events.append("read") or original_preprocess(image, **k))
+    monkeypatch.setattr(type(predict_module.load_model(weights_path)), "forward",
+                        lambda self, x, **k: events.append(len(x)) or original_forward(self, x, **k))
+    bad = _text_as_jpeg(tmp_path)
+    status, stdout, stderr = run_main(capsys, "predict", photo_folder, bad, CHELSEA, "--topk", "1", "--weights", weights_path)
+    assert events == ["read", "read", 2, "read", "read", 2, "read", "read", 1, "read", 1]
+    assert status == 1 and len(parse_table(stdout)) == 6 and stderr.count("error: ") == 1
+
+
+def test_many_images_show_progress_on_stderr_only(capsys, monkeypatch, photo_folder, weights_path):
+    monkeypatch.setattr(predict_module, "MAX_BATCH", 4)
+    images = [photo_folder, CHELSEA, CHELSEA, CHELSEA, CHELSEA]  # 9 images: more than a few
+    status, stdout, stderr = run_main(capsys, "predict", *images, "--topk", "1", "--weights", weights_path)
+    assert status == 0
+    assert stdout.count("rank  probability") == 9 and "predicted" not in stdout
+    assert [line.split(",")[0] for line in stderr.splitlines()] == ["predicted 4/9 images", "predicted 8/9 images",
+                                                                    "predicted 9/9 images"]
+    status, _, stderr = run_main(capsys, "predict", *images[:2], "--topk", "1", "--weights", weights_path)
+    assert status == 0 and stderr.count("predicted") == 0  # 6 images: no progress display off a terminal
+
+
+def test_progress_on_a_terminal_is_one_line_redrawn(capsys, monkeypatch, weights_path, tmp_path, shared_photo):
+    """On a terminal (here a fake one): redrawn with a carriage return, wiped before an error line."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setenv("TERM", "xterm")
+    bad = _missing(tmp_path)
+    status, stdout, _ = run_main(capsys, "predict", CHELSEA, bad, shared_photo, "--topk", "1", "--weights", weights_path)
+    assert status == 1 and list(parse_table(stdout)) == [CHELSEA, str(shared_photo)]
+    text = terminal.getvalue()
+    assert "\r\x1b[Kpredicted 1/3 images" in text and "\r\x1b[Kerror: " in text and str(bad) in text
+    assert text.endswith("\n") and "predicted 3/3 images" in text.splitlines()[-1]
+    assert text.count("\n") == 2  # the error line and the last progress line
+
+
+def test_every_image_bad_is_status_2_with_one_line_each(capsys, tmp_path, weights_path):
+    bad = [_missing(tmp_path), _text_as_jpeg(tmp_path)]
+    status, stdout, stderr = run_main(capsys, "predict", *bad, "--weights", weights_path, "--json")
+    assert status == 2 and stdout == ""
+    lines = stderr.splitlines()
+    assert len(lines) == 2 and str(bad[0]) in lines[0] and str(bad[1]) in lines[1]
 
 
 # --- predict: bad weights -----------------------------------------------------------------------
