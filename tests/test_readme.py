@@ -26,7 +26,10 @@ def test_ci_runs_the_readme_test_command_strictly():
 
 
 def test_readme_python_examples_run(shared_dir, tmp_path, monkeypatch):
-    """Every Python block of the README runs, in order, in one namespace, as a reader would paste them.
+    """Every ```python block of the README runs, in order, in one namespace, as a reader would paste them.
+
+    (```py blocks show code that takes minutes, such as training on a real dataset: the tests
+    of npmobilenet.train run that code on small data.)
 
     With the weights in ../shared, as the README tells a reader without network to do.
     """
