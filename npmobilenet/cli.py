@@ -32,6 +32,7 @@ weights that cannot be used (checked before any image is read), a missing image 
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -288,7 +289,7 @@ def run_evaluate(args, out):
     print(f"\n{'class':<{width}}  images  accuracy", file=out)
     for name, row, accuracy in zip(dataset.classes, result.confusion_matrix, result.per_class_accuracy):
         print(f"{name:<{width}}  {row.sum():>6}  {accuracy:>8.4f}", file=out)
-    print(f"\nconfusion matrix (rows: true class, columns: predicted)", file=out)
+    print("\nconfusion matrix (rows: true class, columns: predicted)", file=out)
     print(" " * width + "  " + "  ".join(f"{name[:8]:>8}" for name in dataset.classes), file=out)
     for name, row in zip(dataset.classes, result.confusion_matrix):
         print(f"{name:<{width}}  " + "  ".join(f"{count:>8}" for count in row), file=out)
@@ -328,11 +329,7 @@ def run_finetune_bench(args, out):
 
     if args.weights is None:
         raise ValueError("--finetune needs --weights: the pretrained weights both sides start from")
-    try:
-        import torch  # noqa: F401
-        torch_side = True
-    except ImportError:
-        torch_side = False
+    torch_side = importlib.util.find_spec("torch") is not None  # without torch, our side alone
     report = run_finetune_bench(args.finetune, args.weights, epochs=args.epochs, train_blocks=args.train_blocks,
                                 lr=args.lr, torch_side=torch_side, log=sys.stderr)
     print(format_finetune_report(report), file=out)

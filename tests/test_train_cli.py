@@ -4,21 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from test_cli import run_main as run
 from test_train import image_folder
 
 from npmobilenet import train
-from npmobilenet.cli import main
 from npmobilenet.io import save_npz
-
-
-def run(capsys, *args):
-    """``npmobilenet ARGS``: the exit status (argparse's own exits included), stdout and stderr."""
-    try:
-        status = main([str(arg) for arg in args])
-    except SystemExit as exit:
-        status = exit.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 @pytest.fixture

@@ -1,7 +1,5 @@
 """The fully connected (linear) layer of the classifier, the plain way: one matrix product."""
 
-import numpy as np
-
 from .._checks import check_float_array, check_same_dtype, check_shape
 from ..errors import ShapeError
 
