@@ -43,6 +43,13 @@ def torchvision(torch):
 
 
 @pytest.fixture(scope="session")
+def onnxruntime(torch):
+    """ONNX Runtime and onnx (``torch.onnx``'s export needs it): the bench's second reference."""
+    require_module("onnx")
+    return require_module("onnxruntime")
+
+
+@pytest.fixture(scope="session")
 def twins(torch):
     """``twins(*layers, dtype=np.float32, training=True, seed=0)``: :func:`twins.make_twins` with torch."""
     return functools.partial(make_twins, torch)

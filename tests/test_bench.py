@@ -20,10 +20,11 @@ from npmobilenet import bench
 from npmobilenet.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-ROW_KEYS = {"case", "kind", "batch", "numpy", "torch", "ratio", "memory_ratio"}
+ROW_KEYS = {"case", "kind", "batch", "numpy", "torch", "onnxruntime", "ratio", "onnx_ratio", "memory_ratio"}
 SIDE_KEYS = {"samples_ms", "median_ms", "per_image_ms", "peak_mib"}
 TOP_KEYS = {"schema", "config", "versions", "torch_available", "torch_missing_reason", "threads", "machine",
-            "agreement", "memory_method", "rows", "total_seconds"}
+            "agreement", "memory_method", "rows", "total_seconds", "onnxruntime_available",
+            "onnxruntime_missing_reason", "onnx_agreement"}
 HIDE_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None; "
 
 
@@ -66,10 +67,19 @@ def check_report(report, expected_rows, with_torch):
         assert report["agreement"]["relative_diff"] < 1e-3
     else:
         assert report["agreement"] is None
+    with_onnx = report["onnxruntime_available"]
+    assert with_onnx == (report["onnx_agreement"] is not None) == (report["onnxruntime_missing_reason"] is None)
+    if with_onnx:  # ONNX Runtime runs the network torchvision exported: the same logits
+        assert report["onnx_agreement"]["relative_diff"] < 1e-3
     for row in report["rows"]:
         assert set(row) == ROW_KEYS
         repeats = report["config"]["repeats"][row["kind"]]
         check_side(row["numpy"], repeats, row["batch"])
+        if with_onnx and row["kind"] == "eval":  # inference only: ONNX Runtime does not train
+            check_side(row["onnxruntime"], repeats, row["batch"])
+            assert math.isclose(row["onnx_ratio"], row["numpy"]["median_ms"] / row["onnxruntime"]["median_ms"])
+        else:
+            assert row["onnxruntime"] is None and row["onnx_ratio"] is None
         if not with_torch:
             assert row["torch"] is None and row["ratio"] is None and row["memory_ratio"] is None
             continue
@@ -81,7 +91,7 @@ def check_report(report, expected_rows, with_torch):
             assert row["numpy"]["peak_mib"] > 0 and row["torch"]["peak_mib"] > 0
 
 
-def test_quick_run_end_to_end(torch, tmp_path, report):
+def test_quick_run_end_to_end(torch, onnxruntime, tmp_path, report):
     target = tmp_path / "bench.json"
     result = run_bench("--quick", "--json", target)
     assert result.returncode == 0, result.stderr
@@ -92,6 +102,7 @@ def test_quick_run_end_to_end(torch, tmp_path, report):
                 + [(bench.TRAIN_CASE, b) for b in quick["train_batches"]]
                 + [(name, quick["layer_batch"]) for name, _, _ in bench.LAYER_CASES])
     check_report(document, expected, with_torch=True)
+    assert document["onnxruntime_available"] and document["versions"]["onnxruntime"] == onnxruntime.__version__
     assert document["config"]["repeats"] == quick["repeats"] and document["config"]["quick"] is True
     assert document["versions"]["torch"] == torch.__version__
 
@@ -101,8 +112,13 @@ def test_quick_run_end_to_end(torch, tmp_path, report):
         cells = printed[row["case"], row["batch"]]
         assert len(cells) == len(bench.COLUMNS) - 2  # the case and the batch are matched apart
         assert float(cells[4]) == pytest.approx(row["ratio"], abs=0.006)  # printed with 2 decimals
+        if row["kind"] == "eval":
+            assert float(cells[5]) == pytest.approx(row["onnx_ratio"], abs=0.006)
+        else:
+            assert cells[2] == cells[5] == "n/a"
     header = result.stdout.split("\n\n")[0]
-    for fragment in ("torch " + torch.__version__, "threads: torch", "numpy BLAS", "CPUs", "median"):
+    for fragment in ("torch " + torch.__version__, "threads: torch", "numpy BLAS", "CPUs", "median",
+                     "second reference: onnxruntime " + document["versions"]["onnxruntime"]):
         assert fragment in header
     report(f"npmobilenet bench --quick: {document['total_seconds']:.1f} s, memory by {document['memory_method']}")
 

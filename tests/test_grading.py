@@ -265,7 +265,8 @@ def patched_solution(assignment, old, new):
 
 
 def test_the_wrong_solutions_cover_both_assignments_and_name_real_checks():
-    assert len(WRONG) >= 12 and {case.assignment for case in WRONG} == set(ASSIGNMENTS)
+    # assignments 3 and 4 have their own wrong solutions, in tests/test_grading_assignment3.py and ...4.py
+    assert len(WRONG) >= 12 and {case.assignment for case in WRONG} == {A1, A2}
     for case in WRONG:
         ids = {check.id for task in load_assignment(case.assignment).TASKS for check in task.checks}
         assert case.loses and case.loses <= ids, case.mistake

@@ -7,7 +7,11 @@ Three kinds of rows, each timed for npmobilenet ("numpy") and for torchvision's 
 ("torch") with the same weights, on the same input arrays:
 
 * **inference**: the whole network in eval mode under ``no_grad()`` (``torch.no_grad()`` on
-  the torch side), on 224x224 images, at batch 1, 8 and 32;
+  the torch side), on 224x224 images, at batch 1, 8 and 32. A third side, **ONNX Runtime**
+  ("ort"), runs torchvision's model exported in memory by ``torch.onnx`` (see
+  :mod:`~npmobilenet.bench.onnx`): what people deploy a MobileNetV2 with on a CPU, the bar
+  beyond PyTorch's eager mode. It needs ``pip install ".[bench]"``; without it its columns
+  say n/a and the header says why;
 * **training step**: train-mode forward, cross-entropy loss, backward, a plain SGD update
   (``p.data -= lr * p.grad`` here, ``torch.optim.SGD`` there) and ``zero_grad``, at batch 8 and 32;
   both sides compute the gradient of the input too, since ``model.backward`` returns it;
@@ -29,7 +33,8 @@ How
   for memory allocation, lazy initialisation and cold caches), then ``repeats`` times under
   ``time.perf_counter``. A row shows the *median* of those samples: unlike the mean, one run
   slowed down by something else on the machine does not move it. All samples go to the JSON.
-* **Ratio** = numpy median / torch median: below 1 means numpy is faster.
+* **Ratio** = numpy median / torch median: below 1 means numpy is faster; **vs ort** = numpy
+  median / ONNX Runtime median.
 * **One library at a time.** Before each side of each case the process sleeps 0.2 s, so the
   worker threads of the library that ran last (they spin for a while after their work) are
   idle and do not take the cores from the other library.
@@ -47,13 +52,16 @@ How
 The JSON (``--json PATH``)
 --------------------------
 
-``{"schema": "npmobilenet-bench/1", "config": {...}, "versions": {...}, "machine": {...},
+``{"schema": "npmobilenet-bench/2", "config": {...}, "versions": {...}, "machine": {...},
 "threads": {...}, "memory_method": "vmhwm" | "tracemalloc", "torch_available": bool,
-"torch_missing_reason": str | null, "agreement": {...} | null, "rows": [...], "total_seconds": s}``,
-where each row is ``{"case", "kind": "eval" | "train" | "layer", "batch", "numpy": side,
-"torch": side | null, "ratio", "memory_ratio"}`` and a side is ``{"samples_ms": [every timed
-run], "median_ms", "per_image_ms", "peak_mib"}``. ``agreement`` holds the largest logit
-difference of the two models on one image, to show they are the same network.
+"torch_missing_reason": str | null, "onnxruntime_available": bool, "onnxruntime_missing_reason":
+str | null, "agreement": {...} | null, "onnx_agreement": {...} | null, "rows": [...],
+"total_seconds": s}``, where each row is ``{"case", "kind": "eval" | "train" | "layer", "batch",
+"numpy": side, "torch": side | null, "onnxruntime": side | null, "ratio", "onnx_ratio",
+"memory_ratio"}`` and a side is ``{"samples_ms": [every timed run], "median_ms",
+"per_image_ms", "peak_mib"}``. ``agreement`` (``onnx_agreement``) holds the largest logit
+difference of numpy's and torch's (ONNX Runtime's) models on one image, to show they are the
+same network.
 
 The parts
 ---------
@@ -63,12 +71,13 @@ The parts
 * :mod:`~npmobilenet.bench.timing`: one side of one case: warm-up, timed runs, the row;
 * :mod:`~npmobilenet.bench.memory`: peak memory (VmHWM or tracemalloc);
 * :mod:`~npmobilenet.bench.machine`: torch if installed, threads, the machine;
+* :mod:`~npmobilenet.bench.onnx`: ONNX Runtime, the second reference;
 * :mod:`~npmobilenet.bench.run`: the whole run (:func:`run_bench`), the JSON-ready report;
 * :mod:`~npmobilenet.bench.report`: the report as a table (:func:`format_report`);
 * :mod:`~npmobilenet.bench.profiling`: ``--profile``, where npmobilenet's time goes.
 
-Only NumPy and the standard library are imported at import time: torch, torchvision and
-threadpoolctl are imported inside the functions that need them.
+Only NumPy and the standard library are imported at import time: torch, torchvision,
+onnxruntime and threadpoolctl are imported inside the functions that need them.
 """
 
 from .cases import EVAL_CASE, LAYER_CASES, TRAIN_CASE

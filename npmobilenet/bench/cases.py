@@ -8,6 +8,7 @@ from .. import nn
 from ..functional.fast import channels_last
 from ..grad_mode import no_grad
 from ..models import MobileNetV2, mobilenet_v2
+from .onnx import run_session
 from .timing import make_row, measure_side
 
 __all__ = [
@@ -51,8 +52,8 @@ def _release_caches(model):
     model.train(was_training)
 
 
-def bench_eval(model, torch_model, torch, batch, config, method):
-    """The inference row at ``batch``: eval mode, ``no_grad()`` on both sides."""
+def bench_eval(model, torch_model, torch, batch, config, method, session=None):
+    """The inference row at ``batch``: eval mode, ``no_grad()`` on both sides; ONNX Runtime's ``session`` too if given."""
     images = make_images(batch)
     model.eval()
 
@@ -71,7 +72,11 @@ def bench_eval(model, torch_model, torch, batch, config, method):
                 torch_model(torch_images)
 
         torch_side = measure_side(torch_step, config, "eval", method, count_memory=method == "vmhwm")
-    return make_row(EVAL_CASE, "eval", batch, numpy_side, torch_side)
+    onnx_side = None
+    if session is not None:
+        onnx_side = measure_side(lambda: run_session(session, images), config, "eval", method,
+                                 count_memory=method == "vmhwm")
+    return make_row(EVAL_CASE, "eval", batch, numpy_side, torch_side, onnx_side)
 
 
 def bench_train(model, torch_model, torch, batch, config, method):

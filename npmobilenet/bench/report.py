@@ -4,7 +4,7 @@ from .timing import MIN_MIB_FOR_RATIO, SETTLE_SECONDS
 
 __all__ = ["COLUMNS", "format_report"]
 
-COLUMNS = ("case", "batch", "numpy ms", "torch ms", "numpy ms/img", "torch ms/img", "ratio",
+COLUMNS = ("case", "batch", "numpy ms", "torch ms", "ort ms", "numpy ms/img", "ratio", "vs ort",
            "numpy MiB", "torch MiB", "mem ratio")
 
 
@@ -21,10 +21,10 @@ def _number(value, digits):
 
 def _cells(row):
     """The table cells of one result row, as text."""
-    numpy_side, torch_side = row["numpy"], row["torch"] or {}
+    numpy_side, torch_side, onnx_side = row["numpy"], row["torch"] or {}, row.get("onnxruntime") or {}
     return (row["case"], str(row["batch"]), _ms(numpy_side["median_ms"]), _ms(torch_side.get("median_ms")),
-            _ms(numpy_side["per_image_ms"]), _ms(torch_side.get("per_image_ms")), _number(row["ratio"], 2),
-            _number(numpy_side["peak_mib"], 1), _number(torch_side.get("peak_mib"), 1),
+            _ms(onnx_side.get("median_ms")), _ms(numpy_side["per_image_ms"]), _number(row["ratio"], 2),
+            _number(row.get("onnx_ratio"), 2), _number(numpy_side["peak_mib"], 1), _number(torch_side.get("peak_mib"), 1),
             _number(row["memory_ratio"], 2))
 
 
@@ -50,8 +50,17 @@ def _header_lines(report):
                 f"of the largest (batch 1, eval)")
     else:
         same = "same model: not checked (no torch)"
+    if report.get("onnxruntime_available"):
+        check = report["onnx_agreement"]
+        onnx_text = (f"onnxruntime {versions['onnxruntime']} (torchvision's model exported by torch.onnx, "
+                     f"{threads['torch'] or config['threads']} intra-op threads, no spinning; its logits differ from "
+                     f"numpy's by at most {check['relative_diff']:.1e} of the largest); 'vs ort' = numpy / onnxruntime, "
+                     "inference only")
+    else:
+        onnx_text = f"onnxruntime not available ({report.get('onnxruntime_missing_reason')}): ort columns n/a"
     return [
         f"npmobilenet bench: npmobilenet {versions['npmobilenet']} (numpy {versions['numpy']}) vs {torch_text}",
+        f"second reference: {onnx_text}",
         (f"machine: {machine['cpu_model'] or machine['processor']}, {machine['cpu_count']} CPUs (os.cpu_count), "
          f"{machine['platform']}, Python {machine['python']}{load_text}"),
         f"threads: torch {torch_threads}, numpy BLAS {threads['blas']} ({threads['blas_method']})",

@@ -22,11 +22,12 @@ from .cases import (
 )
 from .machine import describe_machine, import_torch, limit_threads
 from .memory import memory_method
+from .onnx import export_onnx, import_onnxruntime, make_session, onnx_agreement
 from .timing import show_progress
 
 __all__ = ["SCHEMA", "run_bench", "same_model_check"]
 
-SCHEMA = "npmobilenet-bench/1"
+SCHEMA = "npmobilenet-bench/2"
 
 
 def run_bench(config):
@@ -44,22 +45,46 @@ def run_bench(config):
             state_dict = model.state_dict()
             torch_model = make_torch_model(torchvision, torch, state_dict, state_dict["classifier.1.weight"].shape[0])
         agreement = same_model_check(model, torch_model, torch)
-        rows = _run_cases(config, model, torch_model, torch, method)
+        onnxruntime, session, onnx_missing = onnx_session(torch, torch_model, threads)
+        onnx_check = onnx_agreement(session, _logits(model, make_images(1)), make_images(1)) if session else None
+        rows = _run_cases(config, model, torch_model, torch, method, session)
     return {
         "schema": SCHEMA,
         "config": _config_dict(config, threads, weights_text),
         "versions": {"npmobilenet": __version__, "numpy": np.__version__,
                      "torch": getattr(torch, "__version__", None),
-                     "torchvision": getattr(torchvision, "__version__", None)},
+                     "torchvision": getattr(torchvision, "__version__", None),
+                     "onnxruntime": getattr(onnxruntime, "__version__", None)},
         "torch_available": torch is not None,
         "torch_missing_reason": torch_missing,
+        "onnxruntime_available": session is not None,
+        "onnxruntime_missing_reason": onnx_missing,
         "threads": thread_info,
         "machine": machine,
         "memory_method": method,
         "agreement": agreement,
+        "onnx_agreement": onnx_check,
         "rows": rows,
         "total_seconds": time.perf_counter() - started,
     }
+
+
+def onnx_session(torch, torch_model, threads):
+    """``(onnxruntime, session, None)``: torchvision's model exported and loaded; or ``(module or None, None, reason)``."""
+    onnxruntime, missing = import_onnxruntime()
+    if onnxruntime is None:
+        return None, None, missing
+    if torch_model is None:
+        return onnxruntime, None, "the model is exported from torchvision's, and torch is not available"
+    model_bytes = export_onnx(torch, torch_model, torch.from_numpy(make_images(1)))
+    return onnxruntime, make_session(onnxruntime, model_bytes, threads), None
+
+
+def _logits(model, images):
+    """npmobilenet's logits for ``images`` in eval mode."""
+    model.eval()
+    with no_grad():
+        return model(images)
 
 
 def same_model_check(model, torch_model, torch):
@@ -82,12 +107,12 @@ def same_model_check(model, torch_model, torch):
             "relative_diff": difference / largest if largest > 0 else difference}
 
 
-def _run_cases(config, model, torch_model, torch, method):
-    """Every row, in order: inference, training steps, layers."""
+def _run_cases(config, model, torch_model, torch, method, session):
+    """Every row, in order: inference (with ONNX Runtime's side when ``session``), training steps, layers."""
     rows = []
     for batch in config.eval_batches:
         show_progress(f"{EVAL_CASE}, batch {batch}")
-        rows.append(bench_eval(model, torch_model, torch, batch, config, method))
+        rows.append(bench_eval(model, torch_model, torch, batch, config, method, session))
     for batch in config.train_batches:
         show_progress(f"{TRAIN_CASE}, batch {batch}")
         rows.append(bench_train(model, torch_model, torch, batch, config, method))

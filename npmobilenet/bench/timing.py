@@ -40,18 +40,19 @@ def measure_side(step, config, kind, method, before_memory=None, count_memory=Tr
     return {"samples_ms": samples, "median_ms": statistics.median(samples), "peak_mib": peak}
 
 
-def make_row(name, kind, batch, numpy_side, torch_side):
-    """A result row: both sides, per-image figures, and the numpy/torch ratios (None when unknown)."""
-    for side in (numpy_side, torch_side):
+def make_row(name, kind, batch, numpy_side, torch_side, onnx_side=None):
+    """A result row: every side, per-image figures, and the ratios numpy/torch and numpy/onnxruntime (None when unknown)."""
+    for side in (numpy_side, torch_side, onnx_side):
         if side is not None:
             side["per_image_ms"] = side["median_ms"] / batch
     ratio = numpy_side["median_ms"] / torch_side["median_ms"] if torch_side else None
+    onnx_ratio = numpy_side["median_ms"] / onnx_side["median_ms"] if onnx_side else None
     memory_ratio = None
     peaks = (numpy_side["peak_mib"], torch_side["peak_mib"] if torch_side else None)
     if all(peak is not None and peak >= MIN_MIB_FOR_RATIO for peak in peaks):
         memory_ratio = numpy_side["peak_mib"] / torch_side["peak_mib"]
     return {"case": name, "kind": kind, "batch": batch, "numpy": numpy_side, "torch": torch_side,
-            "ratio": ratio, "memory_ratio": memory_ratio}
+            "onnxruntime": onnx_side, "ratio": ratio, "onnx_ratio": onnx_ratio, "memory_ratio": memory_ratio}
 
 
 def show_progress(text):
