@@ -19,6 +19,8 @@ The pieces, from the bottom up:
   with Pillow, and the 1000 class names;
 * :mod:`npmobilenet.prediction`: ``predict("cat.jpg")``;
 * :mod:`npmobilenet.gradcheck`: numerical gradients to check any backward pass;
+* :mod:`npmobilenet.parallel`: how many threads the fast operations share their work among
+  (``set_num_threads``, ``get_num_threads``);
 * :mod:`npmobilenet.errors`: the exception types;
 * :mod:`npmobilenet.cli` and :mod:`npmobilenet.bench`: the ``npmobilenet`` command and its
   benchmark against torchvision.
@@ -30,11 +32,12 @@ The pieces, from the bottom up:
 
 import importlib
 
-from . import errors, functional, gradcheck, io, models, nn, optim, train
+from . import errors, functional, gradcheck, io, models, nn, optim, parallel, train
 from .errors import BackwardError, ImageError, ShapeError, UnsafeCheckpointError, WeightsError
 from .grad_mode import is_grad_enabled, no_grad
 from .io import load_npz, load_torch_checkpoint, save_npz, save_torch_checkpoint
 from .models import MobileNetV2, mobilenet_v2
+from .parallel import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"  # the one place the version is written: pyproject.toml reads it from here
 
@@ -49,7 +52,8 @@ _IMAGE_NAMES = {
 }
 
 __all__ = [
-    "data", "errors", "functional", "gradcheck", "imagenet", "io", "models", "nn", "optim", "train", "transforms",
+    "data", "errors", "functional", "gradcheck", "imagenet", "io", "models", "nn", "optim", "parallel", "train",
+    "transforms", "set_num_threads", "get_num_threads",
     "BackwardError", "ImageError", "ShapeError", "UnsafeCheckpointError", "WeightsError",
     "no_grad", "is_grad_enabled",
     "MobileNetV2", "mobilenet_v2",

@@ -18,7 +18,12 @@ def import_torch():
 
 
 def limit_threads(stack, threads, torch):
-    """Set torch's and NumPy's BLAS thread counts (undone when ``stack`` closes); describe them."""
+    """Set torch's, npmobilenet's and NumPy's BLAS thread counts (undone when ``stack`` closes); describe them."""
+    from .. import parallel
+
+    previous_numpy = parallel.get_num_threads()
+    parallel.set_num_threads(threads)
+    stack.callback(parallel.set_num_threads, previous_numpy)
     if torch is not None:
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -27,13 +32,15 @@ def limit_threads(stack, threads, torch):
         import threadpoolctl
     except ImportError:
         value = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"
-        return {"torch": torch.get_num_threads() if torch is not None else None, "blas": value,
+        return {"torch": torch.get_num_threads() if torch is not None else None,
+                "npmobilenet": parallel.get_num_threads(), "blas": value,
                 "blas_method": "environment (threadpoolctl not installed, so not set)", "blas_libraries": []}
     stack.enter_context(threadpoolctl.threadpool_limits(limits=threads, user_api="blas"))
     blas = [info for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"]
     counts = sorted({info["num_threads"] for info in blas})
     return {
         "torch": torch.get_num_threads() if torch is not None else None,
+        "npmobilenet": parallel.get_num_threads(),
         "blas": counts[0] if len(counts) == 1 else (counts or "unknown"),
         "blas_method": "threadpoolctl",
         "blas_libraries": [f"{info.get('internal_api')} {info.get('version')}: {info['num_threads']} threads"

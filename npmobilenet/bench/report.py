@@ -63,7 +63,8 @@ def _header_lines(report):
         f"second reference: {onnx_text}",
         (f"machine: {machine['cpu_model'] or machine['processor']}, {machine['cpu_count']} CPUs (os.cpu_count), "
          f"{machine['platform']}, Python {machine['python']}{load_text}"),
-        f"threads: torch {torch_threads}, numpy BLAS {threads['blas']} ({threads['blas_method']})",
+        (f"threads: torch {torch_threads}, npmobilenet {threads.get('npmobilenet', 'n/a')} (its matrix products "
+         f"split among them, BLAS on one thread inside), numpy BLAS {threads['blas']} ({threads['blas_method']})"),
         f"weights: {config['weights']}; inputs: standard normal (seed 0), {size}x{size}; {same}",
         (f"timing: median of {repeats['eval']} (inference), {repeats['train']} (training), {repeats['layer']} "
          f"(layers) timed runs after {config['warmup']} warm-up, same process, {SETTLE_SECONDS} s pause between "

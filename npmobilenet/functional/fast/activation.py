@@ -10,44 +10,68 @@ They compute what :mod:`npmobilenet.functional.activation` computes, with these 
   over memory less. Only use it on an array nothing else needs afterwards.
 * **No mask for inference**: ``relu(x)`` and ``relu6(x)`` compute the activation alone, for a
   forward pass under ``no_grad()`` that no backward pass follows.
+* **Blocks shared among threads** (:func:`elementwise`): a 4-D array goes a block of rows at
+  a time, the blocks on npmobilenet's threads (:mod:`npmobilenet.parallel`).
 """
 
 import numpy as np
 
 from ..._checks import check_float_array
+from .layout import for_each_block, nhwc
+
+
+def elementwise(step, out, *arrays):
+    """``step(out, *arrays)`` for 4-D NCHW-shaped arrays, a block of rows at a time on every thread.
+
+    ``step`` writes its block of ``out`` from the same blocks of ``arrays``; a block of one
+    array never depends on another block, so the blocks can run in any order, at once. Other
+    arrays go in one call.
+    """
+    if out.ndim != 4:
+        step(out, *arrays)
+        return out
+    n, height, width, channels = nhwc(out).shape
+    views = [nhwc(a) for a in (out, *arrays)]
+    for_each_block(lambda images, rows: step(*(view[images, rows] for view in views)), n, height, width * channels)
+    return out
 
 
 def relu(x, inplace=False):
     """``max(x, 0)``, over ``x`` itself when ``inplace``."""
     check_float_array("input", x, "relu")
-    return np.maximum(x, 0, out=x if inplace else None)
+    return elementwise(lambda out, x: np.maximum(x, 0, out=out), x if inplace else np.empty_like(x), x)
 
 
 def relu6(x, inplace=False):
     """``min(max(x, 0), 6)``, over ``x`` itself when ``inplace``."""
     check_float_array("input", x, "relu6")
-    return np.clip(x, 0, 6, out=x if inplace else None)
+    return elementwise(lambda out, x: np.clip(x, 0, 6, out=out), x if inplace else np.empty_like(x), x)
 
 
 def relu_forward(x, inplace=False):
     """``out = max(x, 0)``. The cache is the mask ``x > 0`` (a bool array, a quarter of the memory of x)."""
     check_float_array("input", x, "relu")
-    mask = x > 0
+    mask = elementwise(lambda mask, x: np.greater(x, 0, out=mask), np.empty_like(x, dtype=bool), x)
     return relu(x, inplace), mask
 
 
 def relu_backward(dout, cache):
     """``dx = dout`` where ``x > 0``, else 0 (PyTorch's choice at exactly 0: gradient 0)."""
-    return dout * cache
+    return elementwise(lambda dx, dout, mask: np.multiply(dout, mask, out=dx), np.empty_like(dout), dout, cache)
 
 
 def relu6_forward(x, inplace=False):
     """``out = min(max(x, 0), 6)``. The cache is the mask ``0 < x < 6`` where the slope is 1."""
     check_float_array("input", x, "relu6")
-    mask = (x > 0) & (x < 6)
+
+    def slope_is_one(mask, x):
+        np.greater(x, 0, out=mask)
+        mask &= x < 6
+
+    mask = elementwise(slope_is_one, np.empty_like(x, dtype=bool), x)
     return relu6(x, inplace), mask
 
 
 def relu6_backward(dout, cache):
     """``dx = dout`` where ``0 < x < 6``, else 0: at exactly 0 and 6 the gradient is 0, as PyTorch's hardtanh gives."""
-    return dout * cache
+    return elementwise(lambda dx, dout, mask: np.multiply(dout, mask, out=dx), np.empty_like(dout), dout, cache)

@@ -18,11 +18,14 @@ col2im for the backward pass), with these differences, each for speed:
   (:func:`~npmobilenet.functional.fast.layout.channel_sums`).
 * The cache keeps the input and the weight, not the columns, which are cheap to make again
   and can be big.
+* **Matrix products on every thread** (:func:`npmobilenet.parallel.matmul`): the rows of each
+  product are shared among npmobilenet's threads, BLAS on one thread inside each.
 """
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ... import parallel
 from ..._checks import check_conv_arguments
 from .layout import (
     channel_sums,
@@ -48,7 +51,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     stride, padding, out_size = check_conv_arguments("conv2d", x, w, b, stride, padding)
     kernel_size, f = w.shape[2:], w.shape[0]
     cols = im2col(x, kernel_size, stride, padding, out_size)
-    out = cols @ weight_matrix(w).T  # (N*OH*OW, KH*KW*C) @ (KH*KW*C, F)
+    out = parallel.matmul(cols, weight_matrix(w).T)  # (N*OH*OW, KH*KW*C) @ (KH*KW*C, F)
     if b is not None:
         out += b
     cache = (x, w, b is not None, stride, padding)
@@ -67,10 +70,10 @@ def conv2d_backward(dout, cache):
     dout_rows = pixels_by_channels(dout)  # (N*OH*OW, F)
     cols = im2col(x, kernel_size, stride, padding, out_size)
     w_matrix = weight_matrix(w)
-    dw_matrix = dout_rows.T @ cols  # (F, KH*KW*C)
+    dw_matrix = parallel.matmul(dout_rows.T, cols)  # (F, KH*KW*C)
     dw = np.ascontiguousarray(dw_matrix.reshape(w.shape[0], *kernel_size, w.shape[1]).transpose(0, 3, 1, 2))
     db = channel_sums(dout_rows) if has_bias else None
-    dcols = dout_rows @ w_matrix  # (N*OH*OW, KH*KW*C)
+    dcols = parallel.matmul(dout_rows, w_matrix)  # (N*OH*OW, KH*KW*C)
     dx = col2im(dcols, x.shape, kernel_size, stride, padding, out_size)
     return dx, dw, db
 

@@ -16,13 +16,20 @@ per kernel position, over strided views), with these differences, each for speed
 * **One temporary**, reused by every tap, instead of a new array per multiplication.
 * **The weight and bias gradients** are accurate channel sums
   (:func:`~npmobilenet.functional.fast.layout.channel_sums`), added up across blocks in float64.
+* **The blocks are shared among threads** (:mod:`npmobilenet.parallel`). In the forward pass
+  every block writes its own output rows. In the backward pass neighbouring blocks add into
+  the input rows between them, so the blocks go in two waves, every other one at a time
+  (:func:`apart`), and their ``dw`` shares are added in the blocks' order: the same bits on
+  any number of threads.
 """
 
 import numpy as np
 
 from ..._checks import check_conv_arguments
+from ...parallel import parallel_map
 from .layout import (
     channel_sums,
+    for_each_block,
     from_nhwc,
     interleave_columns,
     nhwc,
@@ -46,11 +53,14 @@ def depthwise_conv2d_forward(x, w, b=None, stride=1, padding=0):
     phases = padded_column_phases(nhwc(x), padding, stride[1])
     taps = tap_weights(w, ow)
     out = np.empty((x.shape[0], oh, ow, channels), dtype=x.dtype)
-    for images, rows in row_blocks(x.shape[0], oh, ow * channels):
+
+    def output_block(images, rows):
         block = out[images, rows]
         add_taps(block, [phase[images] for phase in phases], taps, stride, rows.start)
         if b is not None:
             block += b
+
+    for_each_block(output_block, x.shape[0], oh, ow * channels)
     cache = (phases, w, b is not None, stride, padding)
     return from_nhwc(out), cache
 
@@ -103,20 +113,47 @@ def depthwise_conv2d_backward(dout, cache):
     dout_h = np.ascontiguousarray(nhwc(dout))
     n, oh, ow = dout_h.shape[:3]
     taps = tap_weights(w, ow)
-    dtaps = np.zeros((kh, kw, channels), dtype=np.float64)  # the blocks' sums add up in float64
     dphases = [np.zeros_like(phase) for phase in phases]
-    for images, rows in row_blocks(n, oh, ow * channels):
+
+    def gradient_block(block):
+        """This block's share of dw, and its gradient added into the input rows it read."""
+        images, rows = block
         dout_block = dout_h[images, rows]
         block_phases = [phase[images] for phase in phases]
         block_dphases = [dphase[images] for dphase in dphases]
         product = np.empty_like(dout_block)
+        dtaps = np.empty((kh, kw, channels), dtype=np.float64)
         for p in range(kh):
             for q in range(kw):
                 view = tap_view(block_phases, p, q, stride, dout_block.shape[1], ow, rows.start)
-                dtaps[p, q] += channel_sums(view, dout_block)  # this block's share of dw
+                dtaps[p, q] = channel_sums(view, dout_block)
                 np.multiply(dout_block, taps[p, q], out=product)
                 tap_view(block_dphases, p, q, stride, dout_block.shape[1], ow, rows.start)[...] += product
+        return dtaps
+
+    blocks = list(row_blocks(n, oh, ow * channels))
+    shares = [None] * len(blocks)
+    for wave in apart(blocks, kh, stride[0]):  # blocks of a wave write to rows no other block of it writes to
+        for k, share in zip(wave, parallel_map(gradient_block, [blocks[k] for k in wave])):
+            shares[k] = share
+    dtaps = np.zeros((kh, kw, channels), dtype=np.float64)  # the blocks' sums add up in float64, in order
+    for share in shares:
+        dtaps += share
     dw = np.ascontiguousarray(dtaps.astype(w.dtype).transpose(2, 0, 1))[:, None]
     db = channel_sums(dout_h) if has_bias else None
     return from_nhwc(unpad(interleave_columns(dphases), padding)), dw, db  # a view of the padded gradient
 
+
+
+def apart(blocks, kernel_rows, row_stride):
+    """The indices of ``blocks`` in waves whose blocks' input rows do not overlap.
+
+    A block of ``k`` output rows reads (and its gradient writes) ``(k - 1) * stride + KH``
+    input rows, so neighbouring blocks of one image share the rows between them. Every other
+    block is apart from the next but one when ``KH <= (k + 1) * stride``: then the even blocks
+    form one wave and the odd ones the next. Otherwise the blocks go one at a time.
+    """
+    rows_per_block = min(rows.stop - rows.start for _, rows in blocks)
+    if len(blocks) > 1 and kernel_rows > (rows_per_block + 1) * row_stride:
+        return [[k] for k in range(len(blocks))]
+    return [list(range(0, len(blocks), 2)), list(range(1, len(blocks), 2))]

@@ -42,6 +42,8 @@ per channel with this one function, accurately in float32.
 
 import numpy as np
 
+from ...parallel import parallel_map
+
 
 def nhwc(x):
     """The ``(N, H, W, C)`` view of an ``(N, C, H, W)`` array (no copy)."""
@@ -122,7 +124,11 @@ def padded_column_phases(xh, padding, column_stride):
         last = first + columns.shape[2]
         phase[:, :ph] = phase[:, ph + height :] = 0  # the zero border; the inside is written next
         phase[:, :, :first] = phase[:, :, last:] = 0
-        phase[:, ph : ph + height, first:last] = columns
+
+        def copy_inside(images, rows, phase=phase, columns=columns, first=first, last=last):
+            phase[images, ph + rows.start : ph + rows.stop, first:last] = columns[images, rows]
+
+        for_each_block(copy_inside, n, height, width * c)
     return phases
 
 
@@ -173,6 +179,16 @@ def tap_view(phases, p, q, stride, out_rows, out_cols, first_row=0):
 # stays in the processor's L2 cache (2 MB a core here) between the steps, and it is big enough
 # that the Python cost of a NumPy call is small next to its work.
 BLOCK_VALUES = 1 << 18
+
+
+def for_each_block(work, images, rows, values_per_row):
+    """``[work(image_slice, row_slice) for each block of row_blocks(...)]``, the blocks shared among the threads.
+
+    The blocks depend on the shape alone (see :mod:`npmobilenet.parallel`), so the results,
+    returned in the blocks' order, are the same whatever the number of threads. ``work`` must
+    write only inside its own block.
+    """
+    return parallel_map(lambda block: work(*block), list(row_blocks(images, rows, values_per_row)))
 
 
 def row_blocks(images, rows, values_per_row, block_values=BLOCK_VALUES):

@@ -15,6 +15,8 @@ differences, each for speed or memory:
   (:func:`~npmobilenet.functional.fast.layout.row_blocks`): the mean and variance of each
   block combine exactly (Chan's formula); the two gradient sums come from one reading of
   ``dout``.
+* **The blocks are shared among threads** (:mod:`npmobilenet.parallel`); their sums are
+  added in the blocks' order, so the result does not depend on the number of threads.
 * **Accurate sums** (:func:`~npmobilenet.functional.fast.layout.channel_sums`), accumulated
   across blocks in float64: float32 keeps its digits however many values a channel has.
 * In evaluation mode under ``no_grad()``, :class:`npmobilenet.nn.FoldingSequential` folds
@@ -24,6 +26,7 @@ differences, each for speed or memory:
 
 import numpy as np
 
+from ...parallel import parallel_map
 from ..norm import check_batchnorm_arguments, fold_batchnorm, update_running_stats
 from .layout import channel_sums, from_nhwc, pixels_by_channels, row_blocks
 
@@ -52,9 +55,12 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, mom
     scale = gamma * inv_std
     shift = beta - mean * scale
     out = np.empty_like(rows)
-    for block in blocks_of_rows(rows):  # a cache-sized block at a time: one trip to memory
+
+    def output_block(block):  # a cache-sized block at a time: one trip to memory
         np.multiply(rows[block], scale, out=out[block])
         out[block] += shift
+
+    parallel_map(output_block, blocks_of_rows(rows))
     cache = (x, mean, inv_std, gamma, training)
     return from_nhwc(out.reshape(nhwc_shape(x))), cache
 
@@ -69,14 +75,14 @@ def mean_and_variance(rows):
 
     ``mean = sum_k n_k m_k / M``, ``var = (sum_k q_k + sum_k n_k (m_k - mean)**2) / M``.
     """
-    counts, means, squares = [], [], []
-    for block in blocks_of_rows(rows):  # the block stays in the cache for its three steps
+
+    def block_statistics(block):  # the block stays in the cache for its three steps
         values = rows[block]
         block_mean = channel_sums(values) / values.shape[0]
         centered = values - block_mean
-        counts.append(values.shape[0])
-        means.append(block_mean)
-        squares.append(channel_sums(centered, centered))
+        return values.shape[0], block_mean, channel_sums(centered, centered)
+
+    counts, means, squares = zip(*parallel_map(block_statistics, blocks_of_rows(rows)))
     counts = np.array(counts, dtype=np.float64)[:, None]
     means, squares = np.array(means, dtype=np.float64), np.array(squares, dtype=np.float64)
     mean = (counts * means).sum(axis=0) / counts.sum()
@@ -111,10 +117,13 @@ def batchnorm2d_backward(dout, cache):
     slope = -scale * inv_std * dgamma / count
     offset = -scale * dbeta / count - mean * slope
     dx = np.empty_like(dout_rows)
-    for block in blocks_of_rows(rows):  # a cache-sized block at a time: one trip to memory
+
+    def gradient_block(block):  # a cache-sized block at a time: one trip to memory
         dx_block = np.multiply(dout_rows[block], scale, out=dx[block])
         dx_block += rows[block] * slope
         dx_block += offset
+
+    parallel_map(gradient_block, blocks_of_rows(rows))
     return from_nhwc(dx.reshape(nhwc_shape(x))), dgamma, dbeta
 
 
@@ -126,9 +135,11 @@ def gradient_sums(dout_rows, rows):
     """
     dout_sum = np.zeros(rows.shape[1], dtype=np.float64)
     dout_dot_x = np.zeros(rows.shape[1], dtype=np.float64)
-    for block in blocks_of_rows(rows):
-        dout_sum += channel_sums(dout_rows[block])
-        dout_dot_x += channel_sums(dout_rows[block], rows[block])
+    shares = parallel_map(lambda block: (channel_sums(dout_rows[block]), channel_sums(dout_rows[block], rows[block])),
+                          blocks_of_rows(rows))
+    for block_sum, block_dot in shares:  # in the blocks' order, whatever the threads
+        dout_sum += block_sum
+        dout_dot_x += block_dot
     return dout_sum.astype(rows.dtype), dout_dot_x.astype(rows.dtype)
 
 
