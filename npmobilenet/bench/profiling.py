@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from .. import __version__, nn
+from .. import __version__, nn, parallel
 from ..grad_mode import no_grad
 from .cases import make_images, make_numpy_model
 
@@ -20,10 +20,11 @@ def profile_numpy(config, top=14):
     lists the ``top`` functions by their *own* time (time inside the function itself, not in
     the functions it calls; NumPy's C routines count for the Python function that calls them),
     with their share of the step and their number of calls.
-    """
-    import cProfile
-    import pstats
 
+    cProfile sees only the thread that calls it: with several threads (see
+    :mod:`npmobilenet.parallel`) the work would happen in the pool's threads and the profile
+    would show the caller waiting. So the profile runs npmobilenet on one thread.
+    """
     model, weights_text = make_numpy_model(config.weights)
     criterion = nn.CrossEntropyLoss()
 
@@ -39,7 +40,21 @@ def profile_numpy(config, top=14):
         model.zero_grad()
 
     sections = [(f"npmobilenet {__version__} (numpy {np.__version__}), weights: {weights_text}; "
-                 "cProfile, own time per function, one run after a warm-up")]
+                 "cProfile, own time per function, one run after a warm-up, on one thread")]
+    threads = parallel.get_num_threads()
+    parallel.set_num_threads(1)
+    try:
+        _profile_steps(sections, config, inference, training_step, top)
+    finally:
+        parallel.set_num_threads(threads)
+    return "\n".join(sections)
+
+
+def _profile_steps(sections, config, inference, training_step, top):
+    """Append the table of each step to ``sections``."""
+    import cProfile
+    import pstats
+
     for title, step, batch in [("inference (eval, no_grad)", inference, config.eval_batches[0]),
                                ("training step", training_step, config.train_batches[0])]:
         images = make_images(batch)
@@ -54,4 +69,3 @@ def profile_numpy(config, top=14):
         for (path, line, function), (_, calls, own, _, _) in rows:
             where = f"{os.path.basename(path)}:{line}({function})" if line else function
             sections.append(f"{own * 1000.0:8.1f} {own * 100000.0 / total_ms:5.1f}% {calls:6d}  {where}")
-    return "\n".join(sections)
