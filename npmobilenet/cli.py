@@ -139,6 +139,11 @@ def build_parser():
                        help="also write every figure (all timed samples) to PATH as JSON, "
                        "once the whole run has succeeded")
     bench.add_argument("--markdown", action="store_true", help="print the table in Markdown")
+    bench.add_argument("--roofline", metavar="PLOT.png", default=None,
+                       help="also measure the machine's limits (NumPy BLAS matmul rate, memory bandwidth), "
+                       "time each kind of layer inside the whole network (inference, first --eval-batches "
+                       "size) on every side, print each kind's floor and time as a multiple of it, and draw "
+                       "the roofline picture to PLOT.png (needs matplotlib)")
     bench.add_argument("--profile", action="store_true",
                        help="instead of comparing, show where npmobilenet's time goes: cProfile on "
                        "one inference (first --eval-batches size) and one training step (first "
@@ -350,6 +355,12 @@ def run_bench(args, out):
         target = Path(args.json)
         if target.is_dir() or not target.parent.is_dir():
             raise ValueError(f"--json: cannot write {args.json}: expected a file in an existing folder")
+    if args.roofline is not None:  # checked before the run too
+        from .bench.roofline import check_plot_path
+
+        if args.profile or args.finetune is not None:
+            raise ValueError("--roofline goes with the comparison run: drop --profile or --finetune")
+        check_plot_path(args.roofline)
     if args.finetune is not None:
         return run_finetune_bench(args, out)
     config = bench.make_config(
@@ -363,11 +374,19 @@ def run_bench(args, out):
         print(bench.profile_numpy(config), file=out)
         return 0
     report = bench.run_bench(config)
+    if args.roofline is not None:
+        from .bench.roofline import format_roofline, plot_roofline, run_roofline
+
+        report["roofline"] = run_roofline(config, report["config"]["threads"])
+        plot_roofline(report["roofline"], args.roofline)
     if args.json is not None:
         with atomic_write(args.json, mode="w") as file:
             json.dump(report, file, indent=2)
             file.write("\n")
     print(bench.format_report(report, markdown=args.markdown), file=out)
+    if args.roofline is not None:
+        print("\n" + format_roofline(report["roofline"], markdown=args.markdown), file=out)
+        print(f"wrote {args.roofline}", file=out)
     if args.json is not None:
         print(f"wrote {args.json}", file=out)
     return 0

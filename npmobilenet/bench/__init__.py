@@ -72,6 +72,9 @@ The parts
 * :mod:`~npmobilenet.bench.memory`: peak memory (VmHWM or tracemalloc);
 * :mod:`~npmobilenet.bench.machine`: torch if installed, threads, the machine;
 * :mod:`~npmobilenet.bench.onnx`: ONNX Runtime, the second reference;
+* :mod:`~npmobilenet.bench.limits`: the machine's compute and memory roofs, measured;
+* :mod:`~npmobilenet.bench.layer_times`: each layer timed inside the whole network on each side;
+* :mod:`~npmobilenet.bench.roofline`: ``--roofline``, with floors, the table and the picture;
 * :mod:`~npmobilenet.bench.run`: the whole run (:func:`run_bench`), the JSON-ready report;
 * :mod:`~npmobilenet.bench.report`: the report as a table (:func:`format_report`);
 * :mod:`~npmobilenet.bench.profiling`: ``--profile``, where npmobilenet's time goes.
@@ -81,10 +84,13 @@ onnxruntime and threadpoolctl are imported inside the functions that need them.
 """
 
 from .cases import EVAL_CASE, LAYER_CASES, TRAIN_CASE
+from .limits import measure_limits
 from .memory import MIB, measure_peak_mib, memory_method
 from .options import QUICK, BenchConfig, make_config, parse_batches, parse_count
 from .profiling import profile_numpy
 from .report import COLUMNS, format_report
+from .roofline import KINDS as ROOFLINE_KINDS
+from .roofline import format_roofline, plot_roofline, run_roofline
 from .run import SCHEMA, run_bench
 
 __all__ = [  # noqa: RUF022 (in reading order)

@@ -40,6 +40,8 @@ import importlib
 ASSIGNMENTS = {
     "01-conv2d-relu6": "npmobilenet.grading.assignment1",
     "02-depthwise-batchnorm": "npmobilenet.grading.assignment2",
+    "03-inverted-residual-network": "npmobilenet.grading.assignment3",
+    "04-optimizer-finetuning": "npmobilenet.grading.assignment4",
 }
 
 

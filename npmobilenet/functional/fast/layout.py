@@ -150,8 +150,12 @@ def interleave_columns(phases):
     n, height, _, c = phases[0].shape
     width = sum(phase.shape[2] for phase in phases)
     whole = np.empty((n, height, width, c), dtype=phases[0].dtype)
-    for r, phase in enumerate(phases):
-        whole[:, :, r :: len(phases)] = phase
+
+    def copy_rows(images, rows):
+        for r, phase in enumerate(phases):
+            whole[images, rows, r :: len(phases)] = phase[images, rows]
+
+    for_each_block(copy_rows, n, height, width * c)
     return whole
 
 
