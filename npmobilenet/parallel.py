@@ -4,16 +4,18 @@ NumPy runs each operation on one core. Only its matrix products use several, thr
 library under it (OpenBLAS in NumPy's wheels), which starts its own threads. The rest of a
 MobileNetV2 step (the depthwise taps, batch norm, ReLU6, the padding copies) would leave all
 cores but one idle. So the fast operations cut their work into pieces that do not overlap (a
-block of rows, a slice of pixels) and give the pieces to a pool of threads
-(:func:`parallel_map`). This works in Python because NumPy lets go of the interpreter lock
-while it computes on a large array: two threads really do run at once.
+block of rows, a slice of pixels) and share them among threads (:func:`parallel_map`): the
+calling thread and ``count - 1`` helpers (:class:`HelperPool`), each taking the next piece not
+yet taken. This works in Python because NumPy lets go of the interpreter lock while it
+computes on a large array: two threads really do run at once.
 
 **Matrix products, too** (:func:`matmul`): the rows of the result are split between the
 threads, and BLAS is asked for one thread of its own while npmobilenet works (through
 :mod:`threadpoolctl`, when installed). Two thread pools on two cores would fight: OpenBLAS's
-threads wait for their next product by spinning on a core, which takes it from the pool's
-threads doing a depthwise convolution in the meantime. Without threadpoolctl, products are
-left to BLAS's own threads, unsplit.
+threads wait for their next product by spinning on a core, which takes it from the threads
+doing a depthwise convolution in the meantime. A model asks once for its whole forward or
+backward pass (:func:`blas_on_one_thread`), not around every product. Without threadpoolctl,
+products are left to BLAS's own threads, unsplit.
 
 **The same bits whatever the count.** The pieces depend on the shapes alone, never on the
 number of threads, and per-piece sums are added in the pieces' order; a matrix product is
@@ -28,8 +30,8 @@ thread, as plain NumPy code does.
 
 import contextlib
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -78,7 +80,7 @@ def set_num_threads(count):
         old_pool = _state["pool"]
         _state.update(threads=int(count), pool=None)
     if old_pool is not None:
-        old_pool.shutdown(wait=True)
+        old_pool.shutdown()
 
 
 def get_num_threads():
@@ -93,37 +95,117 @@ def get_num_threads():
 def _pool():
     with _lock:
         if _state["pool"] is None:
-            _state["pool"] = ThreadPoolExecutor(_state["threads"], thread_name_prefix="npmobilenet",
-                                                initializer=_mark_worker)
+            _state["pool"] = HelperPool(_state["threads"] - 1)
         return _state["pool"]
 
 
-def _mark_worker():
-    _inside.worker = True
+class HelperPool:
+    """``workers`` threads that help the calling thread through a list of items.
+
+    The caller does not hand the items out and wait: it puts the job where the helpers can see
+    it and starts on the items itself, and each thread (the caller included) takes the next
+    item not yet taken until none is left. Waking a sleeping thread takes tens of
+    microseconds, as long as a small piece of work; here a small job is simply done by the
+    caller before a helper is awake, so sharing never costs more than it saves.
+    """
+
+    def __init__(self, workers):
+        self._jobs = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._help, name=f"npmobilenet-{k}", daemon=True)
+                         for k in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def _help(self):
+        while (job := self._jobs.get()) is not None:
+            job.run_items()
+
+    def run(self, function, items):
+        """``[function(item) for item in items]``, shared with the helpers; see :func:`parallel_map`."""
+        job = Job(function, items)
+        for _ in range(min(len(self._threads), len(items) - 1)):
+            self._jobs.put(job)
+        job.run_items()
+        return job.results_when_done()
+
+    def shutdown(self):
+        """Stop the helpers once they are done with their items (a job never waits for them to start)."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
+class Job:
+    """The items of one :func:`parallel_map` call: who takes which, the results, the first error."""
+
+    def __init__(self, function, items):
+        self.function, self.items = function, items
+        self.results = [None] * len(items)
+        self.taken = 0  # items[:taken] have been taken by some thread
+        self.running = 0  # taken and not finished
+        self.error = None  # the first exception raised by an item: no item is taken after it
+        self.lock = threading.Lock()
+        self.done = threading.Event()  # set when nothing is left to take and nothing runs
+
+    def take(self):
+        """The index of the next item to run, or None when none is left (or an item failed)."""
+        with self.lock:
+            if self.taken == len(self.items) or self.error is not None:
+                return None
+            self.taken += 1
+            self.running += 1
+            return self.taken - 1
+
+    def finish(self, error=None):
+        with self.lock:
+            self.running -= 1
+            if error is not None and self.error is None:
+                self.error = error
+            if self.running == 0 and (self.taken == len(self.items) or self.error is not None):
+                self.done.set()
+
+    def run_items(self):
+        """Run items until none is left to take. Work they hand out themselves runs right here."""
+        outer, _inside.worker = getattr(_inside, "worker", False), True
+        try:
+            while (index := self.take()) is not None:
+                try:
+                    self.results[index] = self.function(self.items[index])
+                except BaseException as error:  # kept, and raised in the caller once every item has stopped
+                    self.finish(error)
+                else:
+                    self.finish()
+        finally:
+            _inside.worker = outer
+
+    def results_when_done(self):
+        """Wait for the items other threads run (so none still writes into an array the caller drops); raise the first error."""
+        try:
+            self.done.wait()
+        except BaseException as interrupt:  # Ctrl-C while waiting: no new item starts, the running ones end
+            with self.lock:
+                self.error = self.error or interrupt
+            self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.results
 
 
 def parallel_map(function, items):
     """``[function(item) for item in items]``, the items shared among the threads; results in order.
 
     The items must not write to the same memory. With one thread, one item, or when called
-    from one of the pool's own threads, it is that plain loop. If a call raises, the items not
-    started are cancelled, the running ones are waited for (so no thread still writes into an
-    array the caller is about to drop), and the first exception is raised.
+    from inside an item, it is that plain loop. If an item raises, no item is started after
+    it, the running ones are waited for (so no thread still writes into an array the caller
+    is about to drop), and that first exception is raised. BLAS runs on one thread meanwhile
+    (see the module's docstring).
     """
     items = list(items)
     if len(items) <= 1 or get_num_threads() == 1 or getattr(_inside, "worker", False):
         return [function(item) for item in items]
     with blas_on_one_thread():
-        futures = [_pool().submit(function, item) for item in items]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:  # an item raised, or Ctrl-C while waiting
-            for future in futures:
-                future.cancel()
-            for future in futures:
-                with contextlib.suppress(BaseException):
-                    future.result()
-            raise
+        return _pool().run(function, items)
 
 
 def split_rows(rows, pieces):
@@ -169,14 +251,23 @@ def _blas_controller():
 
 @contextlib.contextmanager
 def blas_on_one_thread():
-    """Ask BLAS for one thread while the pool works (see the module's docstring); its count is restored after."""
+    """Ask BLAS for one thread while the pool works (see the module's docstring); its count is restored after.
+
+    threadpoolctl finds NumPy's BLAS libraries once; setting a library's thread count is
+    then one call into it, cheap enough to do around every job.
+    """
     controller = _blas_controller()
     if not controller or getattr(_inside, "limiting", False):
         yield
         return
+    libraries = controller.lib_controllers
+    counts_before = [library.get_num_threads() for library in libraries]
     _inside.limiting = True
     try:
-        with controller.limit(limits=1):
-            yield
+        for library in libraries:
+            library.set_num_threads(1)
+        yield
     finally:
+        for library, count in zip(libraries, counts_before):
+            library.set_num_threads(count)
         _inside.limiting = False

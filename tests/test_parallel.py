@@ -7,6 +7,7 @@ raise in the caller and leave no thread behind.
 """
 
 import subprocess
+import time
 import sys
 import threading
 
@@ -156,3 +157,34 @@ def test_split_rows_covers_every_row_once():
             parts = parallel.split_rows(rows, pieces)
             assert [index for part in parts for index in range(rows)[part]] == list(range(rows))
             assert len(parts) == min(rows, pieces)
+
+
+def test_an_error_is_raised_only_once_every_running_item_has_stopped():
+    npmobilenet.set_num_threads(2)
+    finished = []
+
+    def item(index):
+        if index == 0:  # the caller takes item 0 and fails at once, while a helper is inside item 1
+            time.sleep(0.05)
+            raise ShapeErrorLike("item 0")
+        time.sleep(0.2)
+        finished.append(index)
+
+    for _ in range(3):
+        finished.clear()
+        with pytest.raises(ShapeErrorLike, match="item 0"):
+            parallel.parallel_map(item, range(2))
+        at_the_raise = list(finished)  # item 1 either never started or ran to its end before the raise
+        time.sleep(0.3)
+        assert finished == at_the_raise  # nothing finishes behind the caller's back
+
+
+def test_work_handed_out_from_inside_an_item_runs_in_that_item():
+    npmobilenet.set_num_threads(2)
+
+    def nested(index):
+        return parallel.parallel_map(lambda inner: (index, inner, threading.current_thread().name), range(3))
+
+    for row in parallel.parallel_map(nested, range(4)):
+        assert [entry[:2] for entry in row] == [(row[0][0], inner) for inner in range(3)]
+        assert len({entry[2] for entry in row}) == 1  # all on the thread that ran the outer item

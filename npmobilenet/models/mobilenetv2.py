@@ -29,7 +29,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .. import nn
+from .. import nn, parallel
 from ..functional.fast.layout import channels_last
 from .._checks import check_float_array, conv_output_size
 from ..errors import WeightsError
@@ -221,7 +221,8 @@ class MobileNetV2(nn.Module):
         """
         check_float_array("input", x, "MobileNetV2", ndim=4)
         x = channels_last(x)
-        return nn.forward_chain([self.features, self.pool, self.classifier], x, input_grad)
+        with parallel.blas_on_one_thread():  # once for the whole pass: see npmobilenet.parallel
+            return nn.forward_chain([self.features, self.pool, self.classifier], x, input_grad)
 
     def backward(self, dlogits, input_grad=True):
         """``dL/dx`` for ``dlogits = dL/dlogits``; every parameter's ``.grad`` gets its share added.
@@ -231,7 +232,8 @@ class MobileNetV2(nn.Module):
         at the lowest layer whose parameters need a gradient and returns None: with frozen
         features (``model.features.requires_grad_(False)``) only the classifier runs backward.
         """
-        dx = nn.backward_chain([self.features, self.pool, self.classifier], dlogits, input_grad)
+        with parallel.blas_on_one_thread():
+            dx = nn.backward_chain([self.features, self.pool, self.classifier], dlogits, input_grad)
         return None if dx is None else np.ascontiguousarray(dx)
 
     def summary(self, input_size=(1, 3, 224, 224), file=None):
