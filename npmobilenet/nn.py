@@ -472,30 +472,38 @@ class FoldingSequential(Sequential):
     """
 
     def run_layers(self, layers, x):
-        """``x`` through ``layers``, each convolution followed by a batch norm folded into one where :func:`can_fold`."""
+        """``x`` through ``layers``, each convolution followed by a batch norm folded into one where :func:`can_fold`.
+
+        An activation right after the batch norm joins them: the convolution applies it to
+        each block of its output while the block is in cache (``conv2d_inference``).
+        """
         index = 0
         while index < len(layers):
             layer = layers[index]
             following = layers[index + 1] if index + 1 < len(layers) else None
             if isinstance(layer, Conv2d) and can_fold(following):
-                x = self.folded_forward(layer, following, x)
-                index += 2
+                after = layers[index + 2] if index + 2 < len(layers) else None
+                activation = getattr(after, "in_place", None) if isinstance(after, _Activation) else None
+                if activation is not None:
+                    after._cache = None
+                x = self.folded_forward(layer, following, x, activation)
+                index += 3 if activation is not None else 2
             else:
                 x = layer(x)
                 index += 1
         return x
 
     @staticmethod
-    def folded_forward(conv, batchnorm, x):
-        """``batchnorm(conv(x))`` as one convolution (eval mode, under ``no_grad()``: no cache is kept)."""
+    def folded_forward(conv, batchnorm, x, activation=None):
+        """``activation(batchnorm(conv(x)))`` as one convolution (eval mode, under ``no_grad()``: no cache is kept)."""
         weight, bias = F.fold_batchnorm(
             conv.weight.data, None if conv.bias is None else conv.bias.data,
             batchnorm.weight.data, batchnorm.bias.data, batchnorm.running_mean, batchnorm.running_var,
             batchnorm.eps,
         )
-        conv.clear_cache()
-        batchnorm.clear_cache()
-        return conv.pair_forward(x, weight, bias, conv.stride, conv.padding)[0]
+        conv._cache = batchnorm._cache = None  # what an earlier forward kept is stale now (both are single layers)
+        inference = F.depthwise_conv2d_inference if conv.is_depthwise else F.conv2d_inference
+        return inference(x, weight, bias, conv.stride, conv.padding, activation)
 
 
 def _uniform(rng, bound, shape, dtype):
@@ -661,6 +669,7 @@ class ReLU(_Activation):
     """``max(x, 0)``, PyTorch's ``nn.ReLU``."""
 
     function = staticmethod(F.relu)
+    in_place = staticmethod(F.relu_in_place)
     forward_pair = staticmethod(F.relu_forward)
     backward_pair = staticmethod(F.relu_backward)
 
@@ -669,6 +678,7 @@ class ReLU6(_Activation):
     """``min(max(x, 0), 6)``, PyTorch's ``nn.ReLU6``: the activation of MobileNetV2."""
 
     function = staticmethod(F.relu6)
+    in_place = staticmethod(F.relu6_in_place)
     forward_pair = staticmethod(F.relu6_forward)
     backward_pair = staticmethod(F.relu6_backward)
 

@@ -99,6 +99,57 @@ def test_folded_weights_follow_changed_parameters():
     np.testing.assert_allclose(before, unfolded, rtol=1e-5, atol=1e-5 * np.abs(unfolded).max())
 
 
+# --- inference: the bias and the activation on each block of a convolution's output ---------------
+
+
+INFERENCE_CASES = {  # (depthwise, kernel, stride, padding, bias, activation); shapes big enough for several blocks
+    "stem 3x3/2 + relu6": (False, 3, 2, 1, True, "relu6"),
+    "pointwise + relu6": (False, 1, 1, 0, True, "relu6"),
+    "pointwise, no bias, no activation": (False, 1, 1, 0, False, None),
+    "pointwise + relu": (False, 1, 1, 0, True, "relu"),
+    "depthwise 3x3/1 + relu6": (True, 3, 1, 1, True, "relu6"),
+    "depthwise 3x3/2 + relu": (True, 3, 2, 1, True, "relu"),
+    "depthwise 3x3/1, no bias": (True, 3, 1, 1, False, None),
+}
+
+
+@pytest.mark.parametrize("name", list(INFERENCE_CASES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inference_convolutions_give_the_plain_convolution_then_the_activation(name, dtype):
+    """The fused inference versions against the plain (unfused) conv and activation: the same bits.
+
+    Each output value is the same product, bias and activation, in the same order, so the
+    fused result is bit for bit the layer-by-layer one; the input (12 channels at 40x36, 2
+    images) makes several blocks, and values beyond 6 and below 0 meet both kinks.
+    """
+    depthwise, kernel, stride, padding, bias, activation = INFERENCE_CASES[name]
+    rng = np.random.default_rng(11)
+    x = F.channels_last(4 * rng.standard_normal((2, 12, 40, 36)).astype(dtype))
+    w = rng.standard_normal((12 if depthwise else 64, 1 if depthwise else 12, kernel, kernel)).astype(dtype)
+    b = rng.standard_normal(w.shape[0]).astype(dtype) if bias else None
+    forward, inference = ((F.depthwise_conv2d_forward, F.depthwise_conv2d_inference) if depthwise
+                          else (F.conv2d_forward, F.conv2d_inference))
+    expected = forward(x, w, b, stride, padding)[0]
+    if activation is not None:
+        expected = getattr(F, activation)(expected)
+    in_place = None if activation is None else getattr(F, activation + "_in_place")
+    fused = inference(x, w, b, stride, padding, in_place)
+    assert fused.shape == expected.shape and fused.dtype == dtype and is_channels_last(fused)
+    assert np.array_equal(fused, expected)
+    if activation is not None:
+        assert fused.min() == 0 and (activation == "relu" or fused.max() == 6)
+
+
+def test_under_no_grad_an_activation_after_a_folded_batch_norm_runs_inside_the_convolution(monkeypatch):
+    model, x = eval_model(np.float32)
+    activations = [m for m in model.modules() if isinstance(m, nn.ReLU6)]
+    calls = []
+    monkeypatch.setattr(nn.ReLU6, "function", staticmethod(lambda *args: calls.append(1)))
+    with npmobilenet.no_grad():
+        model(x)
+    assert len(activations) == 35 and calls == []  # every ReLU6 follows a batch norm: none runs as a layer
+
+
 # --- channels-last memory -----------------------------------------------------------------------
 
 

@@ -8,9 +8,11 @@ Where the plain version is already as fast as it gets (dropout, linear, the loss
 file says so and uses it as it is.
 """
 
-from .activation import relu, relu6, relu6_backward, relu6_forward, relu_backward, relu_forward
-from .conv import conv2d_backward, conv2d_forward
-from .depthwise import depthwise_conv2d_backward, depthwise_conv2d_forward
+from .activation import (
+    relu, relu6, relu6_backward, relu6_forward, relu6_in_place, relu_backward, relu_forward, relu_in_place,
+)
+from .conv import conv2d_backward, conv2d_forward, conv2d_inference
+from .depthwise import depthwise_conv2d_backward, depthwise_conv2d_forward, depthwise_conv2d_inference
 from .dropout import dropout_backward, dropout_forward
 from .layout import channels_last
 from .linear import linear_backward, linear_forward
@@ -19,10 +21,11 @@ from .norm import batchnorm2d_backward, batchnorm2d_forward, fold_batchnorm
 from .pooling import global_avg_pool_backward, global_avg_pool_forward
 
 __all__ = [
-    "conv2d_forward", "conv2d_backward",
-    "depthwise_conv2d_forward", "depthwise_conv2d_backward",
+    "conv2d_forward", "conv2d_backward", "conv2d_inference",
+    "depthwise_conv2d_forward", "depthwise_conv2d_backward", "depthwise_conv2d_inference",
     "batchnorm2d_forward", "batchnorm2d_backward", "fold_batchnorm",
     "relu", "relu6", "relu_forward", "relu_backward", "relu6_forward", "relu6_backward",
+    "relu_in_place", "relu6_in_place",
     "dropout_forward", "dropout_backward",
     "linear_forward", "linear_backward",
     "global_avg_pool_forward", "global_avg_pool_backward",

@@ -10,6 +10,9 @@ They compute what :mod:`npmobilenet.functional.activation` computes, with these 
   over memory less. Only use it on an array nothing else needs afterwards.
 * **No mask for inference**: ``relu(x)`` and ``relu6(x)`` compute the activation alone, for a
   forward pass under ``no_grad()`` that no backward pass follows.
+* **On a block, for a fused layer** (:func:`relu_in_place`, :func:`relu6_in_place`): a
+  convolution run for inference applies its activation to each block of its output while the
+  block is still in the processor's cache, instead of one more pass over the whole output.
 * **Blocks shared among threads** (:func:`elementwise`): a 4-D array goes a block of rows at
   a time, the blocks on npmobilenet's threads (:mod:`npmobilenet.parallel`).
 """
@@ -46,6 +49,16 @@ def relu6(x, inplace=False):
     """``min(max(x, 0), 6)``, over ``x`` itself when ``inplace``."""
     check_float_array("input", x, "relu6")
     return elementwise(lambda out, x: np.clip(x, 0, 6, out=out), x if inplace else np.empty_like(x), x)
+
+
+def relu_in_place(block):
+    """``block = max(block, 0)``: what :func:`relu` does, on one block of a fused layer's output."""
+    np.maximum(block, 0, out=block)
+
+
+def relu6_in_place(block):
+    """``block = min(max(block, 0), 6)``: what :func:`relu6` does, on one block of a fused layer's output."""
+    np.clip(block, 0, 6, out=block)
 
 
 def relu_forward(x, inplace=False):

@@ -21,6 +21,8 @@ per kernel position, over strided views), with these differences, each for speed
   the input rows between them, so the blocks go in two waves, every other one at a time
   (:func:`apart`), and their ``dw`` shares are added in the blocks' order: the same bits on
   any number of threads.
+* **For inference, the activation in the same pass** (:func:`depthwise_conv2d_inference`):
+  ReLU6 is applied to each block of output rows while the block is still in cache.
 """
 
 import numpy as np
@@ -48,21 +50,39 @@ def depthwise_conv2d_forward(x, w, b=None, stride=1, padding=0):
     Returns ``out`` and the cache for the backward pass: the padded input's column phases,
     which the backward pass reads tap by tap as the forward pass did.
     """
-    stride, padding, (oh, ow) = check_conv_arguments("depthwise_conv2d", x, w, b, stride, padding, depthwise=True)
-    channels = w.shape[0]
+    stride, padding, out_size = check_conv_arguments("depthwise_conv2d", x, w, b, stride, padding, depthwise=True)
+    out, phases = output_and_phases(x, w, b, stride, padding, out_size)
+    return out, (phases, w, b is not None, stride, padding)
+
+
+def depthwise_conv2d_inference(x, w, b=None, stride=1, padding=0, activation=None):
+    """``activation(depthwise_conv2d(x, w, b))`` for inference: the output alone, no cache.
+
+    Each block of output rows gets ``activation`` (None, or a function that changes a block
+    in place, such as :func:`~npmobilenet.functional.fast.activation.relu6_in_place`) right
+    after its taps and bias, while it is still in the processor's cache.
+    """
+    stride, padding, out_size = check_conv_arguments("depthwise_conv2d", x, w, b, stride, padding, depthwise=True)
+    return output_and_phases(x, w, b, stride, padding, out_size, activation)[0]
+
+
+def output_and_phases(x, w, b, stride, padding, out_size, activation=None):
+    """The output (blocks of rows shared among the threads) and the padded input's column phases."""
+    (n, channels), (oh, ow) = x.shape[:2], out_size
     phases = padded_column_phases(nhwc(x), padding, stride[1])
     taps = tap_weights(w, ow)
-    out = np.empty((x.shape[0], oh, ow, channels), dtype=x.dtype)
+    out = np.empty((n, oh, ow, channels), dtype=x.dtype)
 
     def output_block(images, rows):
         block = out[images, rows]
         add_taps(block, [phase[images] for phase in phases], taps, stride, rows.start)
         if b is not None:
             block += b
+        if activation is not None:
+            activation(block)
 
-    for_each_block(output_block, x.shape[0], oh, ow * channels)
-    cache = (phases, w, b is not None, stride, padding)
-    return from_nhwc(out), cache
+    for_each_block(output_block, n, oh, ow * channels)
+    return from_nhwc(out), phases
 
 
 def tap_weights(w, out_cols):
