@@ -474,36 +474,88 @@ class FoldingSequential(Sequential):
     def run_layers(self, layers, x):
         """``x`` through ``layers``, each convolution followed by a batch norm folded into one where :func:`can_fold`.
 
-        An activation right after the batch norm joins them: the convolution applies it to
-        each block of its output while the block is in cache (``conv2d_inference``).
+        Under ``no_grad()`` a FoldingSequential among the layers is just more layers in a row
+        (:func:`flat_layers`), so that each convolution sees what follows it. An activation
+        right after the batch norm joins them: the convolution applies it to each block of
+        its output while the block is in cache (``conv2d_inference``). A depthwise convolution
+        followed by a 1x1 one (an inverted residual block's projection) runs with it in one
+        pass (``depthwise_pointwise_inference``): the wide depthwise output never goes to
+        main memory.
         """
+        if not is_grad_enabled():
+            layers = flat_layers(layers)
         index = 0
         while index < len(layers):
-            layer = layers[index]
-            following = layers[index + 1] if index + 1 < len(layers) else None
-            if isinstance(layer, Conv2d) and can_fold(following):
-                after = layers[index + 2] if index + 2 < len(layers) else None
-                activation = getattr(after, "in_place", None) if isinstance(after, _Activation) else None
-                if activation is not None:
-                    after._cache = None
-                x = self.folded_forward(layer, following, x, activation)
-                index += 3 if activation is not None else 2
-            else:
+            layer, following = layers[index], layer_at(layers, index + 1)
+            if not (isinstance(layer, Conv2d) and can_fold(following)):
                 x = layer(x)
                 index += 1
+                continue
+            after = layer_at(layers, index + 2)
+            activation = getattr(after, "in_place", None) if isinstance(after, _Activation) else None
+            end = index + 2 + (activation is not None)  # the first layer not taken yet
+            projection, its_batchnorm = layer_at(layers, end), layer_at(layers, end + 1)
+            if layer.is_depthwise and is_plain_pointwise(projection) and can_fold(its_batchnorm):
+                x = self.folded_depthwise_pointwise(layer, following, activation, projection, its_batchnorm, x)
+                end += 2
+            else:
+                x = self.folded_forward(layer, following, x, activation)
+            for skipped in layers[index:end]:
+                skipped._cache = None  # what an earlier forward kept is stale now (all are single layers)
+            index = end
         return x
 
     @staticmethod
     def folded_forward(conv, batchnorm, x, activation=None):
         """``activation(batchnorm(conv(x)))`` as one convolution (eval mode, under ``no_grad()``: no cache is kept)."""
-        weight, bias = F.fold_batchnorm(
-            conv.weight.data, None if conv.bias is None else conv.bias.data,
-            batchnorm.weight.data, batchnorm.bias.data, batchnorm.running_mean, batchnorm.running_var,
-            batchnorm.eps,
-        )
-        conv._cache = batchnorm._cache = None  # what an earlier forward kept is stale now (both are single layers)
+        weight, bias = folded_weights(conv, batchnorm)
         inference = F.depthwise_conv2d_inference if conv.is_depthwise else F.conv2d_inference
         return inference(x, weight, bias, conv.stride, conv.padding, activation)
+
+    @staticmethod
+    def folded_depthwise_pointwise(depthwise, batchnorm, activation, pointwise, pointwise_batchnorm, x):
+        """The two convolutions with their batch norms folded, in one pass (``depthwise_pointwise_inference``)."""
+        dw_weight, dw_bias = folded_weights(depthwise, batchnorm)
+        pw_weight, pw_bias = folded_weights(pointwise, pointwise_batchnorm)
+        return F.depthwise_pointwise_inference(x, dw_weight, dw_bias, depthwise.stride, depthwise.padding, activation,
+                                               pw_weight, pw_bias)
+
+
+def folded_weights(conv, batchnorm):
+    """The weight and bias of ``conv`` with ``batchnorm`` folded in (:func:`~npmobilenet.functional.fold_batchnorm`)."""
+    return F.fold_batchnorm(
+        conv.weight.data, None if conv.bias is None else conv.bias.data,
+        batchnorm.weight.data, batchnorm.bias.data, batchnorm.running_mean, batchnorm.running_var, batchnorm.eps,
+    )
+
+
+def flat_layers(layers):
+    """``layers`` with each FoldingSequential among them replaced by its own layers, recursively.
+
+    Running a Sequential inside a Sequential is running its layers in turn, so this changes
+    nothing but what each layer can see after it. A subclass with its own ``forward`` or
+    ``run_layers`` stays whole.
+    """
+    flat = []
+    for layer in layers:
+        if (isinstance(layer, FoldingSequential) and type(layer).forward is Sequential.forward
+                and type(layer).run_layers is FoldingSequential.run_layers):
+            flat += flat_layers(list(layer))
+            layer._cache = None
+        else:
+            flat.append(layer)
+    return flat
+
+
+def layer_at(layers, index):
+    """``layers[index]``, or None past the end."""
+    return layers[index] if index < len(layers) else None
+
+
+def is_plain_pointwise(layer):
+    """A 1x1 convolution with stride 1, no padding and no groups: one matrix product over the pixels."""
+    return (isinstance(layer, Conv2d) and not layer.is_depthwise and layer.groups == 1
+            and layer.kernel_size == (1, 1) and layer.stride == (1, 1) and layer.padding == (0, 0))
 
 
 def _uniform(rng, bound, shape, dtype):

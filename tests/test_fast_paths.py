@@ -140,6 +140,42 @@ def test_inference_convolutions_give_the_plain_convolution_then_the_activation(n
         assert fused.min() == 0 and (activation == "relu" or fused.max() == 6)
 
 
+@pytest.mark.parametrize("stride, dw_bias, pw_bias, images", [(1, True, True, 2), (2, True, False, 2), (1, False, True, 9)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_and_projection_in_one_pass_give_the_two_layers_bit_for_bit(stride, dw_bias, pw_bias, images, dtype):
+    """Blocks of one image's rows (2 images of 40x36) and of several whole images (9 of 6x5)."""
+    rng = np.random.default_rng(12)
+    size = (40, 36) if images == 2 else (6, 5)
+    x = F.channels_last(4 * rng.standard_normal((images, 48, *size)).astype(dtype))
+    dw_weight, pw_weight = (rng.standard_normal(shape).astype(dtype) for shape in ((48, 1, 3, 3), (16, 48, 1, 1)))
+    dw_b = rng.standard_normal(48).astype(dtype) if dw_bias else None
+    pw_b = rng.standard_normal(16).astype(dtype) if pw_bias else None
+    middle = F.depthwise_conv2d_inference(x, dw_weight, dw_b, stride, 1, F.relu6_in_place)
+    expected = F.conv2d_inference(middle, pw_weight, pw_b)
+    fused = F.depthwise_pointwise_inference(x, dw_weight, dw_b, stride, 1, F.relu6_in_place, pw_weight, pw_b)
+    assert fused.shape == expected.shape and fused.dtype == dtype and is_channels_last(fused)
+    assert np.array_equal(fused, expected)
+    np.testing.assert_allclose(fused, F.conv2d_forward(F.relu6(F.depthwise_conv2d_forward(x, dw_weight, dw_b, stride, 1)[0]),
+                                                       pw_weight, pw_b)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, dtype", [((16, 47, 1, 1), np.float32), ((16, 48, 3, 3), np.float32), ((16, 48, 1, 1), np.float64)])
+def test_depthwise_and_projection_refuse_a_projection_weight_that_does_not_fit(shape, dtype):
+    x = F.channels_last(np.zeros((1, 48, 8, 8), np.float32))
+    with pytest.raises(npmobilenet.errors.ShapeError, match=r"expected a 1x1 weight of shape \(16, 48, 1, 1\)"):
+        F.depthwise_pointwise_inference(x, np.zeros((48, 1, 3, 3), np.float32), None, 1, 1, None, np.zeros(shape, dtype))
+
+
+def test_under_no_grad_every_depthwise_convolution_runs_with_its_projection(monkeypatch):
+    model, x = eval_model(np.float32)
+    calls = []
+    original = F.depthwise_pointwise_inference
+    monkeypatch.setattr(F, "depthwise_pointwise_inference", lambda *args: calls.append(1) or original(*args))
+    with npmobilenet.no_grad():
+        model(x)
+    assert len(calls) == 17  # one for each inverted residual block
+
+
 def test_under_no_grad_an_activation_after_a_folded_batch_norm_runs_inside_the_convolution(monkeypatch):
     model, x = eval_model(np.float32)
     activations = [m for m in model.modules() if isinstance(m, nn.ReLU6)]
