@@ -486,22 +486,24 @@ class FoldingSequential(Sequential):
             layers = flat_layers(layers)
         index = 0
         while index < len(layers):
-            layer, following = layers[index], layer_at(layers, index + 1)
-            if not (isinstance(layer, Conv2d) and can_fold(following)):
-                x = layer(x)
+            first = folded_unit(layers, index)
+            if first is None:
+                x = layers[index](x)
                 index += 1
                 continue
-            after = layer_at(layers, index + 2)
-            activation = getattr(after, "in_place", None) if isinstance(after, _Activation) else None
-            end = index + 2 + (activation is not None)  # the first layer not taken yet
-            projection, its_batchnorm = layer_at(layers, end), layer_at(layers, end + 1)
-            if layer.is_depthwise and is_plain_pointwise(projection) and can_fold(its_batchnorm):
-                x = self.folded_depthwise_pointwise(layer, following, activation, projection, its_batchnorm, x)
-                end += 2
+            second = folded_unit(layers, first.end)
+            third = folded_unit(layers, second.end) if second is not None else None
+            if is_expansion(first) and is_depthwise_then_projection(second, third):
+                x = self.folded_inverted_residual(first, second, third, x)
+                end = third.end
+            elif is_depthwise_then_projection(first, second):
+                x = self.folded_depthwise_pointwise(first, second, x)
+                end = second.end
             else:
-                x = self.folded_forward(layer, following, x, activation)
-            for skipped in layers[index:end]:
-                skipped._cache = None  # what an earlier forward kept is stale now (all are single layers)
+                x = self.folded_forward(first.conv, first.batchnorm, x, first.activation)
+                end = first.end
+            for taken in layers[index:end]:
+                taken._cache = None  # what an earlier forward kept is stale now (all are single layers)
             index = end
         return x
 
@@ -513,12 +515,48 @@ class FoldingSequential(Sequential):
         return inference(x, weight, bias, conv.stride, conv.padding, activation)
 
     @staticmethod
-    def folded_depthwise_pointwise(depthwise, batchnorm, activation, pointwise, pointwise_batchnorm, x):
-        """The two convolutions with their batch norms folded, in one pass (``depthwise_pointwise_inference``)."""
-        dw_weight, dw_bias = folded_weights(depthwise, batchnorm)
-        pw_weight, pw_bias = folded_weights(pointwise, pointwise_batchnorm)
-        return F.depthwise_pointwise_inference(x, dw_weight, dw_bias, depthwise.stride, depthwise.padding, activation,
-                                               pw_weight, pw_bias)
+    def folded_depthwise_pointwise(depthwise, projection, x):
+        """Two :class:`FoldedUnit` s, a depthwise convolution and a 1x1 one, in one pass (``depthwise_pointwise_inference``)."""
+        dw_weight, dw_bias = folded_weights(depthwise.conv, depthwise.batchnorm)
+        pw_weight, pw_bias = folded_weights(projection.conv, projection.batchnorm)
+        return F.depthwise_pointwise_inference(x, dw_weight, dw_bias, depthwise.conv.stride, depthwise.conv.padding,
+                                               depthwise.activation, pw_weight, pw_bias)
+
+    @staticmethod
+    def folded_inverted_residual(expansion, depthwise, projection, x):
+        """Three :class:`FoldedUnit` s, 1x1, depthwise and 1x1, with fewer passes (``inverted_residual_inference``)."""
+        expand_weight, expand_bias = folded_weights(expansion.conv, expansion.batchnorm)
+        dw_weight, dw_bias = folded_weights(depthwise.conv, depthwise.batchnorm)
+        pw_weight, pw_bias = folded_weights(projection.conv, projection.batchnorm)
+        return F.inverted_residual_inference(x, expand_weight, expand_bias, expansion.activation, dw_weight, dw_bias,
+                                             depthwise.conv.stride, depthwise.conv.padding, depthwise.activation,
+                                             pw_weight, pw_bias)
+
+
+FoldedUnit = namedtuple("FoldedUnit", "conv batchnorm activation end")
+FoldedUnit.__doc__ = """A convolution, the batch norm folded into it, the activation after them (an in-place
+function, or None), and the index of the first layer after them."""
+
+
+def folded_unit(layers, index):
+    """The :class:`FoldedUnit` that starts at ``layers[index]``, or None when no convolution with a foldable batch norm does."""
+    conv, batchnorm = layer_at(layers, index), layer_at(layers, index + 1)
+    if not (isinstance(conv, Conv2d) and can_fold(batchnorm)):
+        return None
+    after = layer_at(layers, index + 2)
+    activation = getattr(after, "in_place", None) if isinstance(after, _Activation) else None
+    return FoldedUnit(conv, batchnorm, activation, index + 2 + (activation is not None))
+
+
+def is_expansion(unit):
+    """A 1x1 convolution (with anything after it): an inverted residual block's expansion."""
+    return unit is not None and is_plain_pointwise(unit.conv)
+
+
+def is_depthwise_then_projection(depthwise, projection):
+    """A depthwise convolution followed by a 1x1 one with no activation: the second half of an inverted residual block."""
+    return (depthwise is not None and depthwise.conv.is_depthwise and projection is not None
+            and is_plain_pointwise(projection.conv) and projection.activation is None)
 
 
 def folded_weights(conv, batchnorm):

@@ -166,14 +166,45 @@ def test_depthwise_and_projection_refuse_a_projection_weight_that_does_not_fit(s
         F.depthwise_pointwise_inference(x, np.zeros((48, 1, 3, 3), np.float32), None, 1, 1, None, np.zeros(shape, dtype))
 
 
-def test_under_no_grad_every_depthwise_convolution_runs_with_its_projection(monkeypatch):
+def test_under_no_grad_every_inverted_residual_block_runs_fused(monkeypatch):
     model, x = eval_model(np.float32)
     calls = []
-    original = F.depthwise_pointwise_inference
-    monkeypatch.setattr(F, "depthwise_pointwise_inference", lambda *args: calls.append(1) or original(*args))
+    for name in ("depthwise_pointwise_inference", "inverted_residual_inference"):
+        original = getattr(F, name)
+        monkeypatch.setattr(F, name, lambda *args, name=name, original=original: calls.append(name) or original(*args))
     with npmobilenet.no_grad():
         model(x)
-    assert len(calls) == 17  # one for each inverted residual block
+    # the first block has no expansion: its depthwise convolution and projection alone
+    assert calls == ["depthwise_pointwise_inference"] + 16 * ["inverted_residual_inference"]
+
+
+@pytest.mark.parametrize("stride, bias, images", [(1, True, 2), (2, True, 2), (2, False, 9), (1, False, 9)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_whole_inverted_residual_block_gives_its_three_layers_bit_for_bit(stride, bias, images, dtype):
+    """Expansion into the padded phases, then depthwise and projection: the three inference layers' bits.
+
+    Odd widths (37, 7) make the two column phases of stride 2 of different widths.
+    """
+    rng = np.random.default_rng(13)
+    size = (40, 37) if images == 2 else (6, 7)
+    x = F.channels_last(rng.standard_normal((images, 8, *size)).astype(dtype))
+    weights = [rng.standard_normal(shape).astype(dtype) for shape in ((48, 8, 1, 1), (48, 1, 3, 3), (16, 48, 1, 1))]
+    biases = [rng.standard_normal(len(w)).astype(dtype) if bias else None for w in weights]
+    expanded = F.conv2d_inference(x, weights[0], biases[0], 1, 0, F.relu6_in_place)
+    middle = F.depthwise_conv2d_inference(expanded, weights[1], biases[1], stride, 1, F.relu6_in_place)
+    expected = F.conv2d_inference(middle, weights[2], biases[2])
+    fused = F.inverted_residual_inference(x, weights[0], biases[0], F.relu6_in_place, weights[1], biases[1], stride, 1,
+                                          F.relu6_in_place, weights[2], biases[2])
+    assert fused.shape == expected.shape and fused.dtype == dtype and is_channels_last(fused)
+    assert np.array_equal(fused, expected)
+
+
+def test_an_inverted_residual_block_refuses_an_expansion_that_is_not_1x1():
+    x = F.channels_last(np.zeros((1, 8, 8, 8), np.float32))
+    with pytest.raises(npmobilenet.errors.ShapeError, match=r"expected a 1x1 expansion weight, got shape \(48, 8, 3, 3\)"):
+        F.inverted_residual_inference(x, np.zeros((48, 8, 3, 3), np.float32), None, None,
+                                      np.zeros((48, 1, 3, 3), np.float32), None, 1, 1, None,
+                                      np.zeros((16, 48, 1, 1), np.float32))
 
 
 def test_under_no_grad_an_activation_after_a_folded_batch_norm_runs_inside_the_convolution(monkeypatch):

@@ -14,7 +14,7 @@ from .activation import (
 from .conv import conv2d_backward, conv2d_forward, conv2d_inference
 from .depthwise import depthwise_conv2d_backward, depthwise_conv2d_forward, depthwise_conv2d_inference
 from .dropout import dropout_backward, dropout_forward
-from .fused import depthwise_pointwise_inference
+from .fused import depthwise_pointwise_inference, inverted_residual_inference
 from .layout import channels_last
 from .linear import linear_backward, linear_forward
 from .loss import log_softmax, softmax, softmax_cross_entropy_backward, softmax_cross_entropy_forward
@@ -24,7 +24,7 @@ from .pooling import global_avg_pool_backward, global_avg_pool_forward
 __all__ = [
     "conv2d_forward", "conv2d_backward", "conv2d_inference",
     "depthwise_conv2d_forward", "depthwise_conv2d_backward", "depthwise_conv2d_inference",
-    "depthwise_pointwise_inference",
+    "depthwise_pointwise_inference", "inverted_residual_inference",
     "batchnorm2d_forward", "batchnorm2d_backward", "fold_batchnorm",
     "relu", "relu6", "relu_forward", "relu_backward", "relu6_forward", "relu6_backward",
     "relu_in_place", "relu6_in_place",

@@ -113,22 +113,36 @@ def padded_column_phases(xh, padding, column_stride):
     ``padding``. At stride 1 that is the padded input itself. At stride 2 it is its even and
     its odd columns, each a contiguous array, so that kernel column ``q`` finds the input of
     output column ``j`` at column ``j + q // sw`` of phase ``q % sw``, next to the input of
-    ``j + 1``. The input is copied once, straight into the phases. This is the only place
-    the fast operations pad.
+    ``j + 1``. The input is copied once, straight into the phases (:func:`phases_from_blocks`).
     """
-    (ph, pw), (n, height, width, c) = padding, xh.shape
-    phases = empty_phases((n, height, width, c), padding, column_stride, xh.dtype)
+    return phases_from_blocks(xh.shape, padding, column_stride, xh.dtype, lambda images, rows: xh[images, rows])
+
+
+def phases_from_blocks(nhwc_shape, padding, column_stride, dtype, input_block):
+    """:func:`padded_column_phases` of an ``(N, H, W, C)`` input that is given a block of rows at a time.
+
+    ``input_block(images, rows)`` returns those rows of the input: a view of an array, or
+    values computed just now (a 1x1 convolution's output, which then goes straight from cache
+    into the phases: see :mod:`~npmobilenet.functional.fast.fused`). The blocks are shared
+    among the threads. This is the only place the fast operations pad.
+    """
+    (ph, pw), (n, height, width, _) = padding, nhwc_shape
+    phases = empty_phases(nhwc_shape, padding, column_stride, dtype)
+    places = []  # (phase, its first and last column inside the input, the input column that goes first)
     for r, phase in enumerate(phases):
         first = -(-(pw - r) // column_stride)  # the first column of this phase that falls inside x
-        columns = xh[:, :, first * column_stride + r - pw :: column_stride]
-        last = first + columns.shape[2]
+        source = first * column_stride + r - pw
+        last = first + len(range(source, width, column_stride))
         phase[:, :ph] = phase[:, ph + height :] = 0  # the zero border; the inside is written next
         phase[:, :, :first] = phase[:, :, last:] = 0
+        places.append((phase, first, last, source))
 
-        def copy_inside(images, rows, phase=phase, columns=columns, first=first, last=last):
-            phase[images, ph + rows.start : ph + rows.stop, first:last] = columns[images, rows]
+    def copy_block(images, rows):
+        block = input_block(images, rows)
+        for phase, first, last, source in places:
+            phase[images, ph + rows.start : ph + rows.stop, first:last] = block[:, :, source::column_stride]
 
-        for_each_block(copy_inside, n, height, width * c)
+    for_each_block(copy_block, n, height, width * nhwc_shape[3])
     return phases
 
 
