@@ -21,23 +21,23 @@ col2im for the backward pass), with these differences, each for speed:
 * **Matrix products on every thread** (:func:`npmobilenet.parallel.matmul`): the rows of each
   product are shared among npmobilenet's threads, BLAS on one thread inside each.
 * **For inference, one pass** (:func:`conv2d_inference`): the product goes a cache-sized block
-  of output rows at a time, and each block gets its bias and its activation (ReLU6 after a
-  folded batch norm) before it leaves the processor's cache. Done layer after layer, the
-  bias and the activation would each read and write the whole output once more.
+  of output rows at a time, each block's im2col rows copied just before it, and each block
+  gets its bias and its activation (ReLU6 after a folded batch norm) before it leaves the
+  processor's cache. Done layer after layer, the columns, the bias and the activation would
+  each read and write a whole array once more.
 """
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ... import parallel
-from ...parallel import parallel_map
 from ..._checks import check_conv_arguments
 from .layout import (
     channel_sums,
     empty_phases,
+    for_each_block,
     from_nhwc,
     interleave_columns,
-    matrix_row_blocks,
     nhwc,
     padded_column_phases,
     pixels_by_channels,
@@ -68,27 +68,34 @@ def conv2d_inference(x, w, b=None, stride=1, padding=0, activation=None):
     """``activation(conv2d(x, w, b))`` for inference: the output alone, no cache for a backward pass.
 
     The same product as :func:`conv2d_forward`, ``cols @ W.T``, a block of output rows at a
-    time (:func:`~npmobilenet.functional.fast.layout.matrix_row_blocks`), the blocks shared
-    among the threads. Each block gets ``+ b`` and ``activation`` (None, or a function that
-    changes a block in place, such as
+    time (:func:`~npmobilenet.functional.fast.layout.for_each_block`), the blocks shared among
+    the threads. A block's rows of ``cols`` are copied from the windows view just before its
+    product (for a 1x1 kernel they are a view of the input), so im2col too happens in cache
+    and on every thread. Each block gets ``+ b`` and ``activation`` (None, or a function
+    that changes a block in place, such as
     :func:`~npmobilenet.functional.fast.activation.relu6_in_place`) while it is in cache.
     """
-    stride, padding, out_size = check_conv_arguments("conv2d", x, w, b, stride, padding)
+    stride, padding, (oh, ow) = check_conv_arguments("conv2d", x, w, b, stride, padding)
     kernel_size, f = w.shape[2:], w.shape[0]
-    cols = im2col(x, kernel_size, stride, padding, out_size)
+    if is_pointwise(kernel_size, stride, padding):
+        windows = nhwc(x)  # (N, H, W, C): a pixel's window is the pixel
+    else:
+        padded = padded_column_phases(nhwc(x), padding, 1)[0]
+        windows = windows_view(padded, kernel_size, stride, (oh, ow))  # (N, OH, OW, KH, KW, C)
     w_columns = weight_matrix(w).T  # (KH*KW*C, F)
-    out = np.empty((cols.shape[0], f), dtype=x.dtype)
+    out = np.empty((x.shape[0], oh, ow, f), dtype=x.dtype)
 
-    def output_rows(rows):
-        block = out[rows]
-        np.matmul(cols[rows], w_columns, out=block)
+    def output_block(images, rows):
+        cols = windows[images, rows].reshape(-1, w_columns.shape[0])  # this block's rows of im2col
+        block = out[images, rows].reshape(-1, f)  # a block is one image's rows or whole images: a view
+        np.matmul(cols, w_columns, out=block)
         if b is not None:
             block += b
         if activation is not None:
             activation(block)
 
-    parallel_map(output_rows, matrix_row_blocks(cols.shape[0], f))
-    return from_nhwc(out.reshape(x.shape[0], *out_size, f))
+    for_each_block(output_block, x.shape[0], oh, ow * (w_columns.shape[0] + f))  # a row: its columns and outputs
+    return from_nhwc(out)
 
 
 def conv2d_backward(dout, cache):

@@ -42,7 +42,7 @@ per channel with this one function, accurately in float32.
 
 import numpy as np
 
-from ...parallel import parallel_map, split_rows
+from ...parallel import parallel_map
 
 
 def nhwc(x):
@@ -207,11 +207,6 @@ def for_each_block(work, images, rows, values_per_row):
     write only inside its own block.
     """
     return parallel_map(lambda block: work(*block), list(row_blocks(images, rows, values_per_row)))
-
-
-def matrix_row_blocks(rows, values_per_row, block_values=BLOCK_VALUES):
-    """Slices covering the ``rows`` of a matrix in order, of near-equal sizes, each about ``block_values`` values."""
-    return split_rows(rows, -(-rows * values_per_row // block_values))
 
 
 def row_blocks(images, rows, values_per_row, block_values=BLOCK_VALUES):
