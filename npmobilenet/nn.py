@@ -572,12 +572,13 @@ def flat_layers(layers):
 
     Running a Sequential inside a Sequential is running its layers in turn, so this changes
     nothing but what each layer can see after it. A subclass with its own ``forward`` or
-    ``run_layers`` stays whole.
+    ``run_layers`` stays whole, and so does one whose ``forward`` was replaced on the instance
+    (a wrapper that times it, as ``npmobilenet bench --roofline`` does): it must run as itself.
     """
     flat = []
     for layer in layers:
         if (isinstance(layer, FoldingSequential) and type(layer).forward is Sequential.forward
-                and type(layer).run_layers is FoldingSequential.run_layers):
+                and type(layer).run_layers is FoldingSequential.run_layers and "forward" not in vars(layer)):
             flat += flat_layers(list(layer))
             layer._cache = None
         else:

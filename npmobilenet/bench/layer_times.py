@@ -5,8 +5,10 @@ and the time of each layer is read *inside* that run, so that each layer sees it
 the layer before left it (in the caches, in the library's own memory order):
 
 * **numpy**: the modules' ``forward`` is wrapped for the run (an attribute of the instance,
-  deleted afterwards) to note ``time.perf_counter()`` before and after: the network itself
-  runs unchanged, its batch norms folded into the convolutions under ``no_grad()``.
+  deleted afterwards) to note ``time.perf_counter()`` before and after. A wrapped module runs
+  as itself (:func:`npmobilenet.nn.flat_layers`), so here an inverted residual block's three
+  convolutions run one after another, each with its batch norm folded and its activation
+  applied in cache, instead of fused into one pass as in the bench's inference rows.
 * **torch**: torch's own forward pre- and post-hooks on the same modules (torchvision's module
   names are npmobilenet's), under ``torch.no_grad()``.
 * **onnxruntime**: the session's own profiler (``SessionOptions.enable_profiling``), which
