@@ -4,6 +4,9 @@ Each file computes what the plain version of the same name in :mod:`npmobilenet.
 computes, and its docstring lists only what differs and why that is faster: channels-last
 memory, column phases, cache-sized blocks, accurate channel sums, batch norm folded into the
 convolution for inference. The speed layer they share is :mod:`npmobilenet.functional.fast.layout`.
+For inference only, the ``*_inference`` functions apply a layer's activation in the same pass
+and :mod:`npmobilenet.functional.fast.fused` runs an inverted residual block's three
+convolutions with fewer passes over memory.
 Where the plain version is already as fast as it gets (dropout, linear, the loss), the fast
 file says so and uses it as it is.
 """
