@@ -62,10 +62,21 @@ def relu6_in_place(block):
 
 
 def relu_forward(x, inplace=False):
-    """``out = max(x, 0)``. The cache is the mask ``x > 0`` (a bool array, a quarter of the memory of x)."""
+    """``out = max(x, 0)``. The cache is the mask ``x > 0`` (a bool array, a quarter of the memory of x).
+
+    The mask and the output are made block by block in one sweep, while each block of ``x``
+    is in cache.
+    """
     check_float_array("input", x, "relu")
-    mask = elementwise(lambda mask, x: np.greater(x, 0, out=mask), np.empty_like(x, dtype=bool), x)
-    return relu(x, inplace), mask
+    out = x if inplace else np.empty_like(x)
+
+    def mask_and_output(mask, out, x):
+        np.greater(x, 0, out=mask)  # before the output, which may be x itself
+        np.maximum(x, 0, out=out)
+
+    mask = np.empty_like(x, dtype=bool)
+    elementwise(mask_and_output, mask, out, x)
+    return out, mask
 
 
 def relu_backward(dout, cache):
@@ -76,13 +87,16 @@ def relu_backward(dout, cache):
 def relu6_forward(x, inplace=False):
     """``out = min(max(x, 0), 6)``. The cache is the mask ``0 < x < 6`` where the slope is 1."""
     check_float_array("input", x, "relu6")
+    out = x if inplace else np.empty_like(x)
 
-    def slope_is_one(mask, x):
-        np.greater(x, 0, out=mask)
+    def mask_and_output(mask, out, x):  # one sweep: each block of x is read while it is in cache
+        np.greater(x, 0, out=mask)  # before the output, which may be x itself
         mask &= x < 6
+        np.clip(x, 0, 6, out=out)
 
-    mask = elementwise(slope_is_one, np.empty_like(x, dtype=bool), x)
-    return relu6(x, inplace), mask
+    mask = np.empty_like(x, dtype=bool)
+    elementwise(mask_and_output, mask, out, x)
+    return out, mask
 
 
 def relu6_backward(dout, cache):
