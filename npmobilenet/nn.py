@@ -392,13 +392,22 @@ def backward_chain(layers, dout, input_grad=True):
     With ``input_grad=False`` the caller does not need the gradient of the first layer's
     input, so the backward pass stops at the lowest layer that has a parameter needing a
     gradient (:meth:`Module.needs_grad`): the frozen layers below it cost nothing. A frozen
-    layer between two learning ones still passes the gradient on.
+    layer between two learning ones still passes the gradient on. A batch norm and the
+    activation after it that ran forward as one (:meth:`BatchNorm2d.forward_with`) run
+    backward as one, unless the activation is ``guided``.
     """
     first = 0 if input_grad else lowest_learning_layer(layers)
     if not input_grad and first == len(layers):
         return None  # nothing here learns, and nobody needs dx
-    for index in reversed(range(first, len(layers))):
-        dout = backward_through(layers[index], dout, input_grad=input_grad or index > first)
+    index = len(layers) - 1
+    while index >= first:
+        layer, below = layers[index], layers[index - 1] if index > first else None
+        if isinstance(below, BatchNorm2d) and below.ran_with(layer) and not layer.guided:
+            dout = below.backward_with(layer, dout)  # a batch norm and its activation, run as one forward
+            index -= 2
+        else:
+            dout = backward_through(layer, dout, input_grad=input_grad or index > first)
+            index -= 1
     return dout if input_grad else None
 
 
@@ -480,7 +489,9 @@ class FoldingSequential(Sequential):
         its output while the block is in cache (``conv2d_inference``). A depthwise convolution
         followed by a 1x1 one (an inverted residual block's projection) runs with it in one
         pass (``depthwise_pointwise_inference``): the wide depthwise output never goes to
-        main memory.
+        main memory. In training, a batch norm and the ReLU6 after it run in one sweep over
+        memory (:meth:`BatchNorm2d.forward_with`), and :func:`backward_chain` runs their
+        backward passes as one too.
         """
         if not is_grad_enabled():
             layers = flat_layers(layers)
@@ -488,8 +499,13 @@ class FoldingSequential(Sequential):
         while index < len(layers):
             first = folded_unit(layers, index)
             if first is None:
-                x = layers[index](x)
-                index += 1
+                layer, after = layers[index], layer_at(layers, index + 1)
+                if isinstance(layer, BatchNorm2d) and isinstance(after, (ReLU, ReLU6)):
+                    x = layer.forward_with(after, x)  # in training: one sweep for both (backward_chain pairs them)
+                    index += 2
+                else:
+                    x = layer(x)
+                    index += 1
                 continue
             second = folded_unit(layers, first.end)
             third = folded_unit(layers, second.end) if second is not None else None
@@ -690,22 +706,54 @@ class BatchNorm2d(Module):
         self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
         self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
         self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+        self._fused_token = None  # shared with the activation whose cache the last forward_with made
 
     def forward(self, x):
-        momentum = self.momentum
-        if self.training and momentum is None:  # cumulative moving average: batch n has weight 1/n
-            momentum = 1.0 / float(self.num_batches_tracked + 1)
-        out, cache = F.batchnorm2d_forward(
-            x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
-            self.training, momentum, self.eps,
-        )
-        if self.training:
-            self.num_batches_tracked += 1  # counted once the batch went through, as nothing can fail now
+        self._fused_token = None
+        out, cache = F.batchnorm2d_forward(x, *self._arguments())
+        self._count_batch()
         self._save_for_backward(cache, out)
         return out
 
+    def forward_with(self, activation, x):
+        """``activation(self(x))`` for a ReLU or ReLU6 ``activation``, in one sweep over memory.
+
+        Both modules keep the caches their own forward passes keep, so either backward can
+        run alone; :meth:`backward_with` runs the two at once
+        (:func:`~npmobilenet.functional.fast.batchnorm2d_activation_forward`).
+        """
+        out, cache, mask = F.batchnorm2d_activation_forward(x, *self._arguments(), upper=activation.upper)
+        self._count_batch()
+        self._save_for_backward(cache, out)
+        activation._save_for_backward(mask, out)
+        self._fused_token = activation._fused_token = object()  # a mark, not a reference to the module
+        return out
+
+    def ran_with(self, activation):
+        """True when the last forward passes of this batch norm and of ``activation`` were one :meth:`forward_with`."""
+        return self._fused_token is not None and self._fused_token is getattr(activation, "_fused_token", None)
+
+    def _arguments(self):
+        momentum = self.momentum
+        if self.training and momentum is None:  # cumulative moving average: batch n has weight 1/n
+            momentum = 1.0 / float(self.num_batches_tracked + 1)
+        return self.weight.data, self.bias.data, self.running_mean, self.running_var, self.training, momentum, self.eps
+
+    def _count_batch(self):
+        if self.training:
+            self.num_batches_tracked += 1  # counted once the batch went through, as nothing can fail now
+
     def backward(self, dout):
         dx, dgamma, dbeta = F.batchnorm2d_backward(dout, self._saved_cache(dout))
+        return self._gradients(dx, dgamma, dbeta)
+
+    def backward_with(self, activation, dout):
+        """The backward passes of ``activation`` and then of this batch norm, at once: ``dL/dx`` of :meth:`forward_with`."""
+        mask = activation._saved_cache(dout)
+        dx, dgamma, dbeta = F.batchnorm2d_activation_backward(dout, mask, self._saved_cache(dout))
+        return self._gradients(dx, dgamma, dbeta)
+
+    def _gradients(self, dx, dgamma, dbeta):
         self.weight.accumulate(dgamma)
         self.bias.accumulate(dbeta)
         return dx
@@ -737,8 +785,10 @@ class _Activation(Module):
         super().__init__()
         self.inplace = inplace
         self.guided = False
+        self._fused_token = None  # see BatchNorm2d.forward_with
 
     def forward(self, x):
+        self._fused_token = None
         if not is_grad_enabled():  # no backward can follow: the activation alone, no mask
             self._cache = None
             return self.function(x, self.inplace)
@@ -761,6 +811,7 @@ class ReLU(_Activation):
 
     function = staticmethod(F.relu)
     in_place = staticmethod(F.relu_in_place)
+    upper = None  # no upper kink
     forward_pair = staticmethod(F.relu_forward)
     backward_pair = staticmethod(F.relu_backward)
 
@@ -770,6 +821,7 @@ class ReLU6(_Activation):
 
     function = staticmethod(F.relu6)
     in_place = staticmethod(F.relu6_in_place)
+    upper = 6.0
     forward_pair = staticmethod(F.relu6_forward)
     backward_pair = staticmethod(F.relu6_backward)
 

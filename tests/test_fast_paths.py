@@ -217,6 +217,72 @@ def test_under_no_grad_an_activation_after_a_folded_batch_norm_runs_inside_the_c
     assert len(activations) == 35 and calls == []  # every ReLU6 follows a batch norm: none runs as a layer
 
 
+# --- training: batch norm and the activation after it in one sweep -------------------------------
+
+
+@pytest.mark.parametrize("upper, activation", [(6.0, "relu6"), (None, "relu")])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batchnorm_with_its_activation_gives_the_two_layers_bit_for_bit(upper, activation, training, dtype):
+    """Output, caches, running statistics and every gradient: the same bits as the two layers one after the other."""
+    rng = np.random.default_rng(14)
+    x = F.channels_last(3 * rng.standard_normal((3, 24, 40, 36)).astype(dtype))  # several blocks
+    gamma, beta = (v.astype(dtype) for v in channel_vectors(24, 15))
+    beta *= 5  # some channels are shifted past 6, so ReLU6's upper kink is met
+    statistics = [rng.standard_normal(24).astype(dtype), rng.uniform(0.5, 2, 24).astype(dtype)]
+    dout = F.channels_last(rng.standard_normal(x.shape).astype(dtype))
+    separate_statistics, fused_statistics = [v.copy() for v in statistics], [v.copy() for v in statistics]
+
+    normalised, bn_cache = F.batchnorm2d_forward(x, gamma, beta, *separate_statistics, training)
+    expected, mask = getattr(F, activation + "_forward")(normalised, True)
+    out, fused_cache, fused_mask = F.batchnorm2d_activation_forward(x, gamma, beta, *fused_statistics, training,
+                                                                     upper=upper)
+    assert np.array_equal(out, expected) and np.array_equal(fused_mask, mask) and is_channels_last(out)
+    assert all(np.array_equal(a, b) for a, b in zip(separate_statistics + list(bn_cache[1:4]),
+                                                    fused_statistics + list(fused_cache[1:4])))
+    assert 0 < mask.mean() < 1 and (upper is None or out.max() == upper)  # both kinks are met
+
+    separate = F.batchnorm2d_backward(getattr(F, activation + "_backward")(dout, mask), bn_cache)
+    fused = F.batchnorm2d_activation_backward(dout, fused_mask, fused_cache)
+    for a, b in zip(fused, separate):
+        assert a.dtype == dtype and np.array_equal(a, b)
+
+
+def test_a_training_step_runs_each_batch_norm_with_its_activation_and_guided_backprop_still_works(monkeypatch):
+    model = MobileNetV2(num_classes=10, width_mult=0.25, seed=0).train()
+    x = np.random.default_rng(16).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    calls = []
+    for name in ("batchnorm2d_activation_forward", "batchnorm2d_activation_backward", "batchnorm2d_backward"):
+        original = getattr(F, name)
+        monkeypatch.setattr(F, name, lambda *a, name=name, original=original, **k: calls.append(name) or original(*a, **k))
+    logits = model(x)
+    model.backward(np.ones_like(logits))
+    assert calls.count("batchnorm2d_activation_forward") == calls.count("batchnorm2d_activation_backward") == 35
+    assert calls.count("batchnorm2d_backward") == 17  # the projections' batch norms, with no activation after them
+
+    calls.clear()
+    for module in model.modules():
+        if isinstance(module, nn.ReLU6):
+            module.guided = True  # the guided rule lives in the activation's own backward: the pairs run apart
+    model.zero_grad()
+    model.backward(np.ones_like(model(x)))
+    assert calls.count("batchnorm2d_activation_backward") == 0 and calls.count("batchnorm2d_backward") == 52
+
+
+def test_a_batch_norm_and_an_activation_run_apart_are_not_paired_in_the_backward_pass():
+    """Only a pair that ran as one forward runs backward as one: here the activation ran again on its own."""
+    rng = np.random.default_rng(17)
+    bn, relu6 = nn.BatchNorm2d(4), nn.ReLU6()
+    x = rng.standard_normal((2, 4, 5, 5)).astype(np.float32) * 4
+    out = bn.forward_with(relu6, x)
+    assert bn.ran_with(relu6)
+    relu6(out + 1)  # the activation's cache is now another input's
+    assert not bn.ran_with(relu6)
+    dout = np.ones_like(out)
+    np.testing.assert_array_equal(nn.backward_chain([bn, relu6], dout),
+                                  bn.backward(relu6.backward(dout)))
+
+
 # --- channels-last memory -----------------------------------------------------------------------
 
 

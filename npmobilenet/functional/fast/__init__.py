@@ -21,7 +21,10 @@ from .fused import depthwise_pointwise_inference, inverted_residual_inference
 from .layout import channels_last
 from .linear import linear_backward, linear_forward
 from .loss import log_softmax, softmax, softmax_cross_entropy_backward, softmax_cross_entropy_forward
-from .norm import batchnorm2d_backward, batchnorm2d_forward, fold_batchnorm
+from .norm import (
+    batchnorm2d_activation_backward, batchnorm2d_activation_forward, batchnorm2d_backward, batchnorm2d_forward,
+    fold_batchnorm,
+)
 from .pooling import global_avg_pool_backward, global_avg_pool_forward
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "depthwise_conv2d_forward", "depthwise_conv2d_backward", "depthwise_conv2d_inference",
     "depthwise_pointwise_inference", "inverted_residual_inference",
     "batchnorm2d_forward", "batchnorm2d_backward", "fold_batchnorm",
+    "batchnorm2d_activation_forward", "batchnorm2d_activation_backward",
     "relu", "relu6", "relu_forward", "relu_backward", "relu6_forward", "relu6_backward",
     "relu_in_place", "relu6_in_place",
     "dropout_forward", "dropout_backward",

@@ -19,6 +19,10 @@ differences, each for speed or memory:
   added in the blocks' order, so the result does not depend on the number of threads.
 * **Accurate sums** (:func:`~npmobilenet.functional.fast.layout.channel_sums`), accumulated
   across blocks in float64: float32 keeps its digits however many values a channel has.
+* **The activation after it in the same sweep**, in training
+  (:func:`batchnorm2d_activation_forward`, :func:`batchnorm2d_activation_backward`): ReLU6's
+  mask and clipping are applied to each block of the output while it is in cache, and in the
+  backward pass ``dout * mask`` is made a block at a time where it is read.
 * In evaluation mode under ``no_grad()``, :class:`npmobilenet.nn.FoldingSequential` folds
   batch norm into the convolution before it (:func:`~npmobilenet.functional.norm.fold_batchnorm`),
   and this code does not run at all.
@@ -30,7 +34,10 @@ from ...parallel import parallel_map
 from ..norm import check_batchnorm_arguments, fold_batchnorm, update_running_stats
 from .layout import channel_sums, from_nhwc, pixels_by_channels, row_blocks
 
-__all__ = ["batchnorm2d_forward", "batchnorm2d_backward", "fold_batchnorm"]
+__all__ = [
+    "batchnorm2d_activation_backward", "batchnorm2d_activation_forward", "batchnorm2d_backward", "batchnorm2d_forward",
+    "fold_batchnorm",
+]
 
 
 def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
@@ -41,19 +48,7 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, mom
     :func:`batchnorm2d_backward`: the input and the two per-channel vectors ``mean`` and
     ``1 / sqrt(var + eps)``.
     """
-    count = check_batchnorm_arguments(x, gamma, beta, running_mean, running_var, training)
-    rows = pixels_by_channels(x)  # (M, C)
-    if training:
-        mean, var = mean_and_variance(rows)
-        if running_mean is not None and running_var is not None:
-            update_running_stats(running_mean, running_var, mean, var, count, momentum)
-    else:
-        mean, var = running_mean.copy(), running_var  # a copy: the running mean may change later
-    inv_std = 1.0 / np.sqrt(var + eps)
-
-    # gamma * (x - mean) * inv_std + beta is one multiply-add per value: x * scale + shift
-    scale = gamma * inv_std
-    shift = beta - mean * scale
+    rows, mean, inv_std, scale, shift = normalization(x, gamma, beta, running_mean, running_var, training, momentum, eps)
     out = np.empty_like(rows)
 
     def output_block(block):  # a cache-sized block at a time: one trip to memory
@@ -63,6 +58,52 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, mom
     parallel_map(output_block, blocks_of_rows(rows))
     cache = (x, mean, inv_std, gamma, training)
     return from_nhwc(out.reshape(nhwc_shape(x))), cache
+
+
+def batchnorm2d_activation_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5,
+                                   upper=6.0):
+    """``relu6(batchnorm(x))`` (``upper=6``) or ``relu(batchnorm(x))`` (``upper=None``), in one sweep over memory.
+
+    Returns ``out``, the batch norm's cache (as :func:`batchnorm2d_forward`'s) and the
+    activation's (its mask, as :func:`~npmobilenet.functional.fast.activation.relu6_forward`'s):
+    each block of the normalised output gets its mask and its clipping while it is in cache,
+    instead of being written whole and read back by the activation. Every value is the two
+    layers' own, bit for bit. :class:`npmobilenet.nn.FoldingSequential` runs it in training.
+    """
+    rows, mean, inv_std, scale, shift = normalization(x, gamma, beta, running_mean, running_var, training, momentum, eps)
+    out, mask = np.empty_like(rows), np.empty(rows.shape, dtype=bool)
+
+    def output_block(block):
+        normalised, slope_is_one = out[block], mask[block]
+        np.multiply(rows[block], scale, out=normalised)
+        normalised += shift
+        np.greater(normalised, 0, out=slope_is_one)
+        if upper is None:
+            np.maximum(normalised, 0, out=normalised)
+        else:
+            slope_is_one &= normalised < upper
+            np.clip(normalised, 0, upper, out=normalised)
+
+    parallel_map(output_block, blocks_of_rows(rows))
+    shape = nhwc_shape(x)
+    return from_nhwc(out.reshape(shape)), (x, mean, inv_std, gamma, training), from_nhwc(mask.reshape(shape))
+
+
+def normalization(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    """The ``(M, C)`` matrix of ``x`` and the per-channel ``mean``, ``inv_std``, ``scale``, ``shift`` (running statistics updated in training)."""
+    count = check_batchnorm_arguments(x, gamma, beta, running_mean, running_var, training)
+    rows = pixels_by_channels(x)  # (M, C)
+    if training:
+        mean, var = mean_and_variance(rows)
+        if running_mean is not None and running_var is not None:
+            update_running_stats(running_mean, running_var, mean, var, count, momentum)
+    else:
+        mean, var = running_mean.copy(), running_var  # a copy: the running mean may change later
+    inv_std = 1.0 / np.sqrt(var + eps)
+    # gamma * (x - mean) * inv_std + beta is one multiply-add per value: x * scale + shift
+    scale = gamma * inv_std
+    shift = beta - mean * scale
+    return rows, mean, inv_std, scale, shift
 
 
 def mean_and_variance(rows):
@@ -103,41 +144,60 @@ def batchnorm2d_backward(dout, cache):
     ``dx = gamma * inv_std / M * (M * dout - dbeta - x_hat * dgamma)`` in training mode and
     ``dx = gamma * inv_std * dout`` in evaluation mode, rearranged so that no ``x_hat`` is made.
     """
+    return batchnorm2d_activation_backward(dout, None, cache)
+
+
+def batchnorm2d_activation_backward(dout, mask, cache):
+    """Backward pass of :func:`batchnorm2d_activation_forward`: ``(dx, dgamma, dbeta)`` from the activation's ``dout``.
+
+    The activation's backward is ``dout * mask``; here it is made a block at a time, in cache,
+    each time the batch norm's backward reads a block, never as a whole array that would be
+    written and read back. ``mask=None`` is the batch norm alone (:func:`batchnorm2d_backward`).
+    """
     x, mean, inv_std, gamma, training = cache
     rows, dout_rows = pixels_by_channels(x), pixels_by_channels(dout)
+    mask_rows = None if mask is None else pixels_by_channels(mask)
+
+    def upstream(block):
+        """The batch norm's upstream gradient on a block: ``dout``, times the activation's mask when there is one."""
+        return dout_rows[block] if mask_rows is None else np.multiply(dout_rows[block], mask_rows[block])
+
     count = rows.shape[0]
-    dbeta, dout_dot_x = gradient_sums(dout_rows, rows)
+    dbeta, dout_dot_x = gradient_sums(upstream, rows)
     # sum(dout * x_hat) = (sum(dout * x) - mean * sum(dout)) * inv_std, without making x_hat
     dgamma = (dout_dot_x - mean * dbeta) * inv_std
     scale = gamma * inv_std
-    if not training:
-        return from_nhwc((dout_rows * scale).reshape(nhwc_shape(x))), dgamma, dbeta
-    # dx = scale * (dout - dbeta / M - x_hat * dgamma / M), grouped per channel as
-    # dx = scale * dout + x * slope + offset, three passes over memory
-    slope = -scale * inv_std * dgamma / count
-    offset = -scale * dbeta / count - mean * slope
     dx = np.empty_like(dout_rows)
+    if training:
+        # dx = scale * (dout - dbeta / M - x_hat * dgamma / M), grouped per channel as
+        # dx = scale * dout + x * slope + offset, three passes over memory
+        slope = -scale * inv_std * dgamma / count
+        offset = -scale * dbeta / count - mean * slope
 
     def gradient_block(block):  # a cache-sized block at a time: one trip to memory
-        dx_block = np.multiply(dout_rows[block], scale, out=dx[block])
-        dx_block += rows[block] * slope
-        dx_block += offset
+        dx_block = np.multiply(upstream(block), scale, out=dx[block])
+        if training:
+            dx_block += rows[block] * slope
+            dx_block += offset
 
     parallel_map(gradient_block, blocks_of_rows(rows))
     return from_nhwc(dx.reshape(nhwc_shape(x))), dgamma, dbeta
 
 
-def gradient_sums(dout_rows, rows):
+def gradient_sums(upstream, rows):
     """``sum_m dout[m, c]`` and ``sum_m dout[m, c] * x[m, c]`` per channel, in one sweep over the rows.
 
-    Both sums read ``dout``; taking them a cache-sized block at a time reads it from memory
-    once. The blocks' sums add up in float64.
+    ``upstream(block)`` gives ``dout`` on a block of rows. Both sums read it; taking them a
+    cache-sized block at a time reads it from memory once. The blocks' sums add up in float64.
     """
     dout_sum = np.zeros(rows.shape[1], dtype=np.float64)
     dout_dot_x = np.zeros(rows.shape[1], dtype=np.float64)
-    shares = parallel_map(lambda block: (channel_sums(dout_rows[block]), channel_sums(dout_rows[block], rows[block])),
-                          blocks_of_rows(rows))
-    for block_sum, block_dot in shares:  # in the blocks' order, whatever the threads
+
+    def block_sums(block):
+        dout_block = upstream(block)
+        return channel_sums(dout_block), channel_sums(dout_block, rows[block])
+
+    for block_sum, block_dot in parallel_map(block_sums, blocks_of_rows(rows)):  # in the blocks' order
         dout_sum += block_sum
         dout_dot_x += block_dot
     return dout_sum.astype(rows.dtype), dout_dot_x.astype(rows.dtype)
