@@ -216,23 +216,28 @@ def split_rows(rows, pieces):
 
 
 def matmul(a, b, out=None):
-    """``a @ b`` for 2-D arrays, the rows of the result split among the threads.
+    """``a @ b`` for 2-D arrays, the rows of the result split among the threads (its columns, when they are more).
 
     Each thread multiplies its slice of ``a``'s rows by all of ``b`` (BLAS on one thread
     inside), writing its rows of ``out``: every value is summed as one unsplit product sums it.
+    A result with fewer rows than columns (a weight gradient ``dout.T @ x``, with a few
+    output channels and a long sum over the pixels) is split by columns instead, so that no
+    thread reads the other's share of the long operand.
     A product too small to share runs in the calling thread, BLAS on one thread too, so that
     npmobilenet uses the threads it was given and no more. Without threadpoolctl, BLAS's own
     threads do the product, unsplit.
     """
-    rows = a.shape[0]
+    rows, columns = a.shape[0], b.shape[1]
     if out is None:
-        out = np.empty((rows, b.shape[1]), dtype=np.result_type(a, b))
+        out = np.empty((rows, columns), dtype=np.result_type(a, b))
     if not _blas_controller():
         return np.matmul(a, b, out=out)
-    work = rows * a.shape[1] * b.shape[1]
-    pieces = split_rows(rows, min(get_num_threads(), work // MIN_WORK_PER_THREAD))
+    count = min(get_num_threads(), rows * a.shape[1] * columns // MIN_WORK_PER_THREAD)
     with blas_on_one_thread():
-        parallel_map(lambda part: np.matmul(a[part], b, out=out[part]), pieces)
+        if rows >= columns:
+            parallel_map(lambda part: np.matmul(a[part], b, out=out[part]), split_rows(rows, count))
+        else:  # few rows (a weight gradient, dout.T @ x): split the columns, so that a's rows are read once each
+            parallel_map(lambda part: np.matmul(a, b[:, part], out=out[:, part]), split_rows(columns, count))
     return out
 
 
