@@ -58,6 +58,15 @@ def test_the_environment_sets_the_default(environment, expected):
     assert result.stdout.strip().startswith(expected)
 
 
+@pytest.mark.parametrize("environment, expected", [({}, "1"), ({"NPMOBILENET_NUM_THREADS": "2"}, "2")])
+def test_without_threadpoolctl_the_default_is_one_thread(environment, expected):
+    code = ("import sys\nsys.modules['threadpoolctl'] = None  # as if it were not installed\n"
+            "import npmobilenet\nprint(npmobilenet.get_num_threads())")
+    env = {"PATH": "/usr/bin:/bin", **environment}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert result.stdout.strip() == expected
+
+
 def test_results_come_back_in_order_and_the_first_error_is_raised():
     npmobilenet.set_num_threads(2)
     assert parallel.parallel_map(lambda item: item * item, range(50)) == [item * item for item in range(50)]
