@@ -73,16 +73,18 @@ def output_and_phases(x, w, b, stride, padding, out_size, activation=None):
     taps = tap_weights(w, ow)
     out = np.empty((n, oh, ow, channels), dtype=x.dtype)
 
-    def output_block(images, rows):
-        block = out[images, rows]
-        add_taps(block, [phase[images] for phase in phases], taps, stride, rows.start)
-        if b is not None:
-            block += b
-        if activation is not None:
-            activation(block)
-
-    for_each_block(output_block, n, oh, ow * channels)
+    for_each_block(lambda images, rows: output_rows(out[images, rows], phases, images, rows, taps, stride, b,
+                                                    activation), n, oh, ow * channels)
     return from_nhwc(out), phases
+
+
+def output_rows(block, phases, images, rows, taps, stride, b=None, activation=None):
+    """One block of output rows, in cache: the taps (:func:`add_taps`), then ``+ b`` and ``activation`` if given."""
+    add_taps(block, [phase[images] for phase in phases], taps, stride, rows.start)
+    if b is not None:
+        block += b
+    if activation is not None:
+        activation(block)
 
 
 def tap_weights(w, out_cols):

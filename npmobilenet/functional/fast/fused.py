@@ -22,7 +22,7 @@ import numpy as np
 
 from ..._checks import check_conv_arguments
 from ...errors import ShapeError
-from .depthwise import add_taps, tap_weights
+from .depthwise import output_rows, tap_weights
 from .layout import for_each_block, from_nhwc, nhwc, padded_column_phases, phases_from_blocks
 
 
@@ -86,11 +86,7 @@ def depthwise_pointwise_from_phases(phases, out_size, dw_weight, dw_bias, stride
 
     def output_block(images, rows):
         middle = np.empty((images.stop - images.start, rows.stop - rows.start, ow, channels), dtype=out.dtype)
-        add_taps(middle, [phase[images] for phase in phases], taps, stride, rows.start)
-        if dw_bias is not None:
-            middle += dw_bias
-        if activation is not None:
-            activation(middle)
+        output_rows(middle, phases, images, rows, taps, stride, dw_bias, activation)
         # a block is one image's rows or whole images: its output rows are one contiguous matrix
         target = out[images, rows].reshape(-1, f)
         np.matmul(middle.reshape(-1, channels), pw_columns, out=target)
