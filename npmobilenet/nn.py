@@ -489,9 +489,11 @@ class FoldingSequential(Sequential):
         its output while the block is in cache (``conv2d_inference``). A depthwise convolution
         followed by a 1x1 one (an inverted residual block's projection) runs with it in one
         pass (``depthwise_pointwise_inference``): the wide depthwise output never goes to
-        main memory. In training, a batch norm and the ReLU6 after it run in one sweep over
-        memory (:meth:`BatchNorm2d.forward_with`), and :func:`backward_chain` runs their
-        backward passes as one too.
+        main memory; with the 1x1 expansion before them the three run as one
+        (``inverted_residual_inference``), and the expanded array never goes there either.
+        In training, a batch norm and the ReLU6 after it run in one sweep over memory
+        (:meth:`BatchNorm2d.forward_with`), and :func:`backward_chain` runs their backward
+        passes as one too.
         """
         if not is_grad_enabled():
             layers = flat_layers(layers)

@@ -15,6 +15,7 @@ from twins import with_measured_running_statistics
 import npmobilenet
 from npmobilenet.functional import fast as F
 from npmobilenet import nn
+from npmobilenet.functional.fast import fused as fused_module
 from npmobilenet.functional.fast.layout import is_channels_last
 from npmobilenet.models.mobilenetv2 import MobileNetV2
 
@@ -181,22 +182,59 @@ def test_under_no_grad_every_inverted_residual_block_runs_fused(monkeypatch):
 @pytest.mark.parametrize("stride, bias, images", [(1, True, 2), (2, True, 2), (2, False, 9), (1, False, 9)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_whole_inverted_residual_block_gives_its_three_layers_bit_for_bit(stride, bias, images, dtype):
-    """Expansion into the padded phases, then depthwise and projection: the three inference layers' bits.
+    """Expansion of each block's rows into its padded phases, then depthwise and projection: the three layers' bits.
 
     Odd widths (37, 7) make the two column phases of stride 2 of different widths.
     """
+    x, weights, biases = inverted_residual_case(stride, bias, images, dtype)
+    expected = inverted_residual_layer_by_layer(x, weights, biases, stride)
+    fused = F.inverted_residual_inference(x, weights[0], biases[0], F.relu6_in_place, weights[1], biases[1], stride, 1,
+                                          F.relu6_in_place, weights[2], biases[2])
+    assert fused.shape == expected.shape and fused.dtype == dtype and is_channels_last(fused)
+    assert np.array_equal(fused, expected)
+
+
+@pytest.mark.parametrize("stride, bias, images", [(1, True, 2), (2, True, 2), (2, False, 9), (1, False, 9)])
+@pytest.mark.parametrize("block_values", [20_000, 1], ids=["rows", "one-row"])
+def test_an_inverted_residual_block_cut_in_small_blocks_gives_the_same_values_on_any_number_of_threads(
+        stride, bias, images, block_values, monkeypatch):
+    """Blocks of a few rows, or of one, whose input rows overlap (each block computes them) and reach into the padding.
+
+    Every value is the three layers' up to the order BLAS adds a small product in (OpenBLAS
+    has its own kernel for small matrices: the bits of a row of a product can depend on how
+    many rows the product has), so float64 agrees to 1e-13 of the largest value. The blocks
+    depend on the shape alone, so 1 and 2 threads give the same bits.
+    """
+    monkeypatch.setattr(fused_module, "BLOCK_VALUES", block_values)
+    x, weights, biases = inverted_residual_case(stride, bias, images, np.float64)
+    expected = inverted_residual_layer_by_layer(x, weights, biases, stride)
+    results, threads_before = [], npmobilenet.get_num_threads()
+    try:
+        for threads in (1, 2):
+            npmobilenet.set_num_threads(threads)
+            results.append(F.inverted_residual_inference(x, weights[0], biases[0], F.relu6_in_place, weights[1],
+                                                         biases[1], stride, 1, F.relu6_in_place, weights[2], biases[2]))
+    finally:
+        npmobilenet.set_num_threads(threads_before)
+    np.testing.assert_allclose(results[0], expected, rtol=0, atol=1e-13 * np.abs(expected).max())
+    assert np.array_equal(results[0], results[1])
+
+
+def inverted_residual_case(stride, bias, images, dtype):
+    """An input (2 images of 40x37, or 9 of 6x7) and the three convolutions' weights and biases (or None)."""
     rng = np.random.default_rng(13)
     size = (40, 37) if images == 2 else (6, 7)
     x = F.channels_last(rng.standard_normal((images, 8, *size)).astype(dtype))
     weights = [rng.standard_normal(shape).astype(dtype) for shape in ((48, 8, 1, 1), (48, 1, 3, 3), (16, 48, 1, 1))]
     biases = [rng.standard_normal(len(w)).astype(dtype) if bias else None for w in weights]
+    return x, weights, biases
+
+
+def inverted_residual_layer_by_layer(x, weights, biases, stride):
+    """Expansion, depthwise and projection as three inference layers, each writing its whole output."""
     expanded = F.conv2d_inference(x, weights[0], biases[0], 1, 0, F.relu6_in_place)
     middle = F.depthwise_conv2d_inference(expanded, weights[1], biases[1], stride, 1, F.relu6_in_place)
-    expected = F.conv2d_inference(middle, weights[2], biases[2])
-    fused = F.inverted_residual_inference(x, weights[0], biases[0], F.relu6_in_place, weights[1], biases[1], stride, 1,
-                                          F.relu6_in_place, weights[2], biases[2])
-    assert fused.shape == expected.shape and fused.dtype == dtype and is_channels_last(fused)
-    assert np.array_equal(fused, expected)
+    return F.conv2d_inference(middle, weights[2], biases[2])
 
 
 def test_an_inverted_residual_block_refuses_an_expansion_that_is_not_1x1():

@@ -123,26 +123,56 @@ def phases_from_blocks(nhwc_shape, padding, column_stride, dtype, input_block):
 
     ``input_block(images, rows)`` returns those rows of the input: a view of an array, or
     values computed just now (a 1x1 convolution's output, which then goes straight from cache
-    into the phases: see :mod:`~npmobilenet.functional.fast.fused`). The blocks are shared
-    among the threads. This is the only place the fast operations pad.
+    into the phases). The blocks are shared among the threads.
     """
     (ph, pw), (n, height, width, _) = padding, nhwc_shape
     phases = empty_phases(nhwc_shape, padding, column_stride, dtype)
-    places = []  # (phase, its first and last column inside the input, the input column that goes first)
-    for r, phase in enumerate(phases):
-        first = -(-(pw - r) // column_stride)  # the first column of this phase that falls inside x
-        source = first * column_stride + r - pw
-        last = first + len(range(source, width, column_stride))
+    places = column_places(width, pw, column_stride)
+    for phase, (first, last, _) in zip(phases, places):
         phase[:, :ph] = phase[:, ph + height :] = 0  # the zero border; the inside is written next
         phase[:, :, :first] = phase[:, :, last:] = 0
-        places.append((phase, first, last, source))
 
     def copy_block(images, rows):
         block = input_block(images, rows)
-        for phase, first, last, source in places:
+        for phase, (first, last, source) in zip(phases, places):
             phase[images, ph + rows.start : ph + rows.stop, first:last] = block[:, :, source::column_stride]
 
     for_each_block(copy_block, n, height, width * nhwc_shape[3])
+    return phases
+
+
+def column_places(width, pad, column_stride):
+    """Where a row's ``width`` columns go in its column phases, padded by ``pad`` columns each side.
+
+    One ``(first, last, source)`` per phase ``r``: its columns ``first:last`` hold the input's
+    columns ``source, source + sw, ...``; its other columns are zero padding.
+    """
+    places = []
+    for r in range(column_stride):
+        first = -(-(pad - r) // column_stride)  # the first column of this phase that falls inside the input
+        source = first * column_stride + r - pad
+        places.append((first, first + len(range(source, width, column_stride)), source))
+    return places
+
+
+def padded_phases_of_rows(rows, pad_above, pad_below, pad_columns, column_stride):
+    """The column phases of a block of rows ``(N, R, W, C)``, zero-padded around it.
+
+    ``pad_above`` and ``pad_below`` zero rows (a block at the top or the bottom of an image has
+    the image's padding there, a block inside it none) and ``pad_columns`` zero columns each
+    side. The arrays :func:`padded_column_phases` would make of an image that is just these
+    rows; nothing else is copied.
+    """
+    n, count, width, c = rows.shape
+    height, padded_width = pad_above + count + pad_below, width + 2 * pad_columns
+    phases = []
+    for r, (first, last, source) in enumerate(column_places(width, pad_columns, column_stride)):
+        phase = np.empty((n, height, len(range(r, padded_width, column_stride)), c), dtype=rows.dtype)
+        phase[:, :pad_above] = phase[:, pad_above + count :] = 0
+        inside = phase[:, pad_above : pad_above + count]
+        inside[:, :, :first] = inside[:, :, last:] = 0
+        inside[:, :, first:last] = rows[:, :, source::column_stride]
+        phases.append(phase)
     return phases
 
 
@@ -199,14 +229,14 @@ def tap_view(phases, p, q, stride, out_rows, out_cols, first_row=0):
 BLOCK_VALUES = 1 << 18
 
 
-def for_each_block(work, images, rows, values_per_row):
+def for_each_block(work, images, rows, values_per_row, block_values=BLOCK_VALUES):
     """``[work(image_slice, row_slice) for each block of row_blocks(...)]``, the blocks shared among the threads.
 
     The blocks depend on the shape alone (see :mod:`npmobilenet.parallel`), so the results,
     returned in the blocks' order, are the same whatever the number of threads. ``work`` must
     write only inside its own block.
     """
-    return parallel_map(lambda block: work(*block), list(row_blocks(images, rows, values_per_row)))
+    return parallel_map(lambda block: work(*block), list(row_blocks(images, rows, values_per_row, block_values)))
 
 
 def row_blocks(images, rows, values_per_row, block_values=BLOCK_VALUES):
