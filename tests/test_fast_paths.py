@@ -445,3 +445,43 @@ def test_training_caches_hold_no_more_than_torchvision_saves(torch, network_twin
     with npmobilenet.no_grad():
         model(x)
     assert all(module.cache is None for module in model.modules())
+
+
+# --- accurate channel sums ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["values", "products", "strided view"])
+def test_channel_sums_stay_within_two_float32_roundings_of_the_exact_sums(case):
+    """300,000 values a channel with a large mean (a batch norm's sums at batch 24 of 112x112).
+
+    Added one after another in float32 they miss the exact sum by about 250,000; grouped, by
+    a few units, under two roundings of the sum (about 36 each).
+    """
+    from npmobilenet.functional.fast.layout import channel_sums
+
+    rng = np.random.default_rng(21)
+    a = (1000 + rng.standard_normal((300_000, 3))).astype(np.float32)
+    b = rng.uniform(0.5, 1.5, a.shape).astype(np.float32)
+    if case == "values":
+        args, exact = (a,), a.astype(np.float64).sum(axis=0)
+    elif case == "products":
+        args, exact = (a, b), (a * b).astype(np.float64).sum(axis=0)  # the float32 products, summed exactly
+    else:  # a strided (N, H, W, C) view, as a depthwise tap view is, with a tail of rows below one group
+        padded = np.zeros((3, 103, 1000, 3), np.float32)
+        padded[:, 1:101, :, :] = a.reshape(3, 100, 1000, 3)
+        args, exact = (padded[:, 1:101, 1:999],), padded[:, 1:101, 1:999].astype(np.float64).sum(axis=(0, 1, 2))
+    sums = channel_sums(*args)
+    rounding = np.finfo(np.float32).eps * np.abs(exact)
+    assert sums.dtype == np.float32 and sums.shape == (3,)
+    assert np.all(np.abs(sums - exact) <= 2 * rounding)
+    running = np.add.reduce(args[0] if len(args) == 1 else args[0] * args[1], axis=tuple(range(args[0].ndim - 1)))
+    assert np.any(np.abs(running.astype(np.float64) - exact) > 100 * rounding)  # what the grouping is for
+
+
+def test_channel_sums_of_float64_are_float64():
+    from npmobilenet.functional.fast.layout import channel_sums
+
+    rng = np.random.default_rng(22)
+    a, b = rng.standard_normal((1000, 5)), rng.standard_normal((1000, 5))
+    np.testing.assert_allclose(channel_sums(a, b), (a * b).sum(axis=0), rtol=1e-13, atol=1e-12)
+    assert channel_sums(a).dtype == np.float64
