@@ -33,12 +33,11 @@ from .layout import (
     channel_sums,
     for_each_block,
     from_nhwc,
-    interleave_columns,
     nhwc,
     padded_column_phases,
     row_blocks,
     tap_view,
-    unpad,
+    unpadded_columns,
 )
 
 
@@ -128,7 +127,8 @@ def depthwise_conv2d_backward(dout, cache):
 
     ``db[c] = sum_{n, i, j} dout[n, c, i, j]``; ``db`` is None without bias. The work goes a
     block of output rows at a time, as in the forward pass; the blocks' sums for ``dw`` add up.
-    The gradient is gathered in column phases like the input's, then put back in column order.
+    The gradient is gathered in column phases like the input's, then put back in column order
+    without its padding, contiguous (:func:`~npmobilenet.functional.fast.layout.unpadded_columns`).
     """
     phases, w, has_bias, stride, padding = cache
     channels, _, kh, kw = w.shape
@@ -163,7 +163,7 @@ def depthwise_conv2d_backward(dout, cache):
         dtaps += share
     dw = np.ascontiguousarray(dtaps.astype(w.dtype).transpose(2, 0, 1))[:, None]
     db = channel_sums(dout_h) if has_bias else None
-    return from_nhwc(unpad(interleave_columns(dphases), padding)), dw, db  # a view of the padded gradient
+    return from_nhwc(unpadded_columns(dphases, padding)), dw, db
 
 
 

@@ -187,26 +187,25 @@ def empty_phases(nhwc_shape, padding, column_stride, dtype, zeros=False):
     ]
 
 
-def interleave_columns(phases):
-    """The inverse of :func:`padded_column_phases`, padding kept: column ``j*sw + r`` is column ``j`` of ``phases[r]``."""
-    if len(phases) == 1:
-        return phases[0]
-    n, height, _, c = phases[0].shape
-    width = sum(phase.shape[2] for phase in phases)
+def unpadded_columns(phases, padding):
+    """The inverse of :func:`padded_column_phases`: the phases' inside, put back in column order, as a new array.
+
+    Column ``j*sw + r`` of the padded array is column ``j`` of ``phases[r]``; the padding is
+    left out. One copy, a block of rows at a time on the threads, into a contiguous
+    ``(N, H, W, C)`` array that the next layer reads as its matrix of pixels without another.
+    """
+    (ph, pw), column_stride = padding, len(phases)
+    n, padded_height, _, c = phases[0].shape
+    height, width = padded_height - 2 * ph, sum(phase.shape[2] for phase in phases) - 2 * pw
     whole = np.empty((n, height, width, c), dtype=phases[0].dtype)
+    places = column_places(width, pw, column_stride)
 
     def copy_rows(images, rows):
-        for r, phase in enumerate(phases):
-            whole[images, rows, r :: len(phases)] = phase[images, rows]
+        for phase, (first, last, source) in zip(phases, places):
+            whole[images, rows, source::column_stride] = phase[images, ph + rows.start : ph + rows.stop, first:last]
 
     for_each_block(copy_rows, n, height, width * c)
     return whole
-
-
-def unpad(xp, padding):
-    """The unpadded part of a padded ``(N, H, W, C)`` array, as a view."""
-    ph, pw = padding
-    return xp[:, ph : xp.shape[1] - ph, pw : xp.shape[2] - pw]
 
 
 def tap_view(phases, p, q, stride, out_rows, out_cols, first_row=0):

@@ -22,7 +22,8 @@ differences, each for speed or memory:
 * **The activation after it in the same sweep**, in training
   (:func:`batchnorm2d_activation_forward`, :func:`batchnorm2d_activation_backward`): ReLU6's
   mask and clipping are applied to each block of the output while it is in cache, and in the
-  backward pass ``dout * mask`` is made a block at a time where it is read.
+  backward pass ``dout * mask`` is made a block at a time where it is first read, and kept in
+  the block of ``dx`` that the second sweep turns into the gradient.
 * In evaluation mode under ``no_grad()``, :class:`npmobilenet.nn.FoldingSequential` folds
   batch norm into the convolution before it (:func:`~npmobilenet.functional.norm.fold_batchnorm`),
   and this code does not run at all.
@@ -151,31 +152,34 @@ def batchnorm2d_activation_backward(dout, mask, cache):
     """Backward pass of :func:`batchnorm2d_activation_forward`: ``(dx, dgamma, dbeta)`` from the activation's ``dout``.
 
     The activation's backward is ``dout * mask``; here it is made a block at a time, in cache,
-    each time the batch norm's backward reads a block, never as a whole array that would be
-    written and read back. ``mask=None`` is the batch norm alone (:func:`batchnorm2d_backward`).
+    while the batch norm's first sweep reads the block for its two sums, and written into the
+    block of ``dx``, where the second sweep turns it into the gradient in place. ``mask=None`` is the batch norm alone (:func:`batchnorm2d_backward`).
     """
     x, mean, inv_std, gamma, training = cache
     rows, dout_rows = pixels_by_channels(x), pixels_by_channels(dout)
     mask_rows = None if mask is None else pixels_by_channels(mask)
+    dx = np.empty_like(dout_rows)
 
     def upstream(block):
-        """The batch norm's upstream gradient on a block: ``dout``, times the activation's mask when there is one."""
-        return dout_rows[block] if mask_rows is None else np.multiply(dout_rows[block], mask_rows[block])
+        """The batch norm's upstream gradient on a block, ``dout * mask``, kept in ``dx`` for the second sweep."""
+        if mask_rows is None:
+            return dout_rows[block]
+        return np.multiply(dout_rows[block], mask_rows[block], out=dx[block])
 
     count = rows.shape[0]
     dbeta, dout_dot_x = gradient_sums(upstream, rows)
     # sum(dout * x_hat) = (sum(dout * x) - mean * sum(dout)) * inv_std, without making x_hat
     dgamma = (dout_dot_x - mean * dbeta) * inv_std
     scale = gamma * inv_std
-    dx = np.empty_like(dout_rows)
     if training:
         # dx = scale * (dout - dbeta / M - x_hat * dgamma / M), grouped per channel as
         # dx = scale * dout + x * slope + offset, three passes over memory
         slope = -scale * inv_std * dgamma / count
         offset = -scale * dbeta / count - mean * slope
+    upstream_in_dx = mask_rows is not None  # the first sweep left dout * mask in dx
 
     def gradient_block(block):  # a cache-sized block at a time: one trip to memory
-        dx_block = np.multiply(upstream(block), scale, out=dx[block])
+        dx_block = np.multiply(dx[block] if upstream_in_dx else dout_rows[block], scale, out=dx[block])
         if training:
             dx_block += rows[block] * slope
             dx_block += offset
