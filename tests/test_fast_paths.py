@@ -332,6 +332,22 @@ def nchw_and_channels_last(shape, seed):
     return x, x_last
 
 
+@pytest.mark.parametrize("source", ["nchw", "strided view", "channels-last"])
+def test_channels_last_copies_any_memory_order_into_channels_last_blocks_on_any_number_of_threads(source):
+    """The copy goes in blocks of rows on the threads: 3 images of 200x300 with 5 channels span several blocks."""
+    x = np.random.default_rng(23).standard_normal((3, 5, 200, 300)).astype(np.float32)
+    given = {"nchw": x, "strided view": x[:, ::-1, ::2, 1::3], "channels-last": F.channels_last(x)}[source]
+    threads_before = npmobilenet.get_num_threads()
+    try:
+        for threads in (1, 2):
+            npmobilenet.set_num_threads(threads)
+            x_last = F.channels_last(given)
+            assert is_channels_last(x_last) and x_last.shape == given.shape and np.array_equal(x_last, given)
+            assert (x_last is given) == (source == "channels-last")
+    finally:
+        npmobilenet.set_num_threads(threads_before)
+
+
 def channel_vectors(channels, seed):
     rng = np.random.default_rng(seed)
     return rng.uniform(0.5, 1.5, channels), rng.uniform(-1, 1, channels)

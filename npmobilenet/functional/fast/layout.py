@@ -56,8 +56,21 @@ def from_nhwc(y):
 
 
 def channels_last(x):
-    """``x`` with the same shape and values, stored channels-last; ``x`` itself when it already is."""
-    return from_nhwc(np.ascontiguousarray(nhwc(x)))
+    """``x`` with the same shape and values, stored channels-last; ``x`` itself when it already is.
+
+    The copy goes a block of rows at a time on the threads (a transposing copy is slow, and
+    a model's input is the largest array it converts).
+    """
+    if is_channels_last(x):
+        return x
+    source = nhwc(x)
+    out = np.empty(source.shape, dtype=x.dtype)
+
+    def copy_rows(images, rows):
+        out[images, rows] = source[images, rows]
+
+    for_each_block(copy_rows, *source.shape[:2], source.shape[2] * source.shape[3])
+    return from_nhwc(out)
 
 
 def is_channels_last(x):
