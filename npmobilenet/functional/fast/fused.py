@@ -16,8 +16,8 @@ Each value is computed as the layers compute it, in the same order, so the resul
 bit for bit, as long as BLAS sums a block's matrix product as it sums the whole layer's:
 OpenBLAS has a kernel of its own for small products, so a block of very few rows can differ
 from the layer in the last bit. The blocks depend on the shapes alone, so the bits are the
-same on any number of threads. The first block of MobileNetV2 has no expansion: it runs steps 2 and 3 on its
-padded input (:func:`depthwise_pointwise_inference`).
+same on any number of threads. The first block of MobileNetV2 has no expansion: it runs steps
+2 and 3, each block padding its own rows of the input (:func:`depthwise_pointwise_inference`).
 
 Only for inference (no cache is kept): training needs the wide arrays for the backward pass
 anyway. :class:`npmobilenet.nn.FoldingSequential` runs these under ``no_grad()`` in eval mode,
@@ -30,7 +30,7 @@ from ..._checks import check_conv_arguments
 from ...errors import ShapeError
 from .depthwise import output_rows, tap_weights
 from .layout import BLOCK_VALUES as LAYOUT_BLOCK_VALUES
-from .layout import for_each_block, from_nhwc, nhwc, padded_column_phases, padded_phases_of_rows
+from .layout import for_each_block, from_nhwc, nhwc, padded_phases_of_rows
 
 # The blocks of inverted_residual_inference: 2 MB of float32, twice the other operations'
 # blocks. Measured on 2 cores, the whole blocks of MobileNetV2 at batch 1, 8 and 32: 12-16%
@@ -41,6 +41,9 @@ BLOCK_VALUES = 2 * LAYOUT_BLOCK_VALUES
 def depthwise_pointwise_inference(x, dw_weight, dw_bias, stride, padding, activation, pw_weight, pw_bias=None):
     """``conv1x1(activation(depthwise_conv2d(x)))``: the depthwise output of each block goes into the 1x1 product from cache.
 
+    Each block of output rows pads the input rows it reads into column phases of its own
+    (:func:`depthwise_pointwise_by_blocks`): the input is never copied whole into its padding.
+
     ``dw_weight`` is ``(C, 1, KH, KW)`` and ``pw_weight`` is ``(F, C, 1, 1)``; ``activation``
     is None or changes a block in place
     (:func:`~npmobilenet.functional.fast.activation.relu6_in_place`). Returns the
@@ -49,8 +52,9 @@ def depthwise_pointwise_inference(x, dw_weight, dw_bias, stride, padding, activa
     stride, padding, out_size = check_conv_arguments("depthwise_conv2d", x, dw_weight, dw_bias, stride, padding,
                                                      depthwise=True)
     check_projection(pw_weight, x.shape[1], x.dtype)
-    phases = padded_column_phases(nhwc(x), padding, stride[1])
-    return depthwise_pointwise_from_phases(phases, out_size, dw_weight, dw_bias, stride, activation, pw_weight, pw_bias)
+    pixels = nhwc(x)
+    return depthwise_pointwise_by_blocks(lambda images, rows: pixels[images, rows], x.shape, stride, padding, out_size,
+                                         dw_weight, dw_bias, activation, pw_weight, pw_bias)
 
 
 def inverted_residual_inference(x, expand_weight, expand_bias, expand_activation, dw_weight, dw_bias, stride, padding,
@@ -76,21 +80,37 @@ def inverted_residual_inference(x, expand_weight, expand_bias, expand_activation
     stride, padding, (oh, ow) = check_conv_arguments("depthwise_conv2d", expanded_stand_in, dw_weight, dw_bias, stride,
                                                      padding, depthwise=True)
     check_projection(pw_weight, hidden, x.dtype)
-    (sh, sw), (ph, pw), kh = stride, padding, dw_weight.shape[2]
     pixels = nhwc(x)
     expansion = (expand_weight.reshape(hidden, channels).T, expand_bias, expand_activation)
-    projection = (tap_weights(dw_weight, ow), dw_bias, activation, pw_weight.reshape(-1, hidden).T, pw_bias)
-    out = np.empty((n, oh, ow, pw_weight.shape[0]), dtype=x.dtype)
+    return depthwise_pointwise_by_blocks(lambda images, rows: expanded_rows_of_block(pixels[images, rows], *expansion),
+                                         expanded_stand_in.shape, stride, padding, (oh, ow), dw_weight, dw_bias,
+                                         activation, pw_weight, pw_bias)
+
+
+def depthwise_pointwise_by_blocks(input_rows, input_shape, stride, padding, out_size, dw_weight, dw_bias, activation,
+                                  pw_weight, pw_bias):
+    """The depthwise convolution and the projection, a block of output rows at a time, each from its own padded input rows.
+
+    ``input_rows(images, rows)`` gives rows of the ``(N, H, W, C)`` input of the depthwise
+    convolution: a view of an array, or rows computed just now (the expansion). Each block of
+    output rows asks for just the input rows its taps read, pads them into column phases of
+    its own (:func:`~npmobilenet.functional.fast.layout.padded_phases_of_rows`) and runs
+    :func:`project_rows` on them while they are in cache.
+    """
+    (n, channels, height, width), (oh, ow) = input_shape, out_size
+    (sh, sw), (ph, pw), kh = stride, padding, dw_weight.shape[2]
+    projection = (tap_weights(dw_weight, ow), dw_bias, activation, pw_weight.reshape(-1, channels).T, pw_bias)
+    out = np.empty((n, oh, ow, pw_weight.shape[0]), dtype=pw_weight.dtype)  # the input's dtype (check_projection)
 
     def output_block(images, rows):
         top, bottom = rows.start * sh, (rows.stop - 1) * sh + kh  # the padded input rows the taps read
         first, stop = max(0, top - ph), min(height, bottom - ph)  # those of them inside the image
-        expanded = expanded_rows_of_block(pixels[images, first:stop], *expansion)
-        phases = padded_phases_of_rows(expanded, first + ph - top, bottom - ph - stop, pw, sw)
+        phases = padded_phases_of_rows(input_rows(images, slice(first, stop)), first + ph - top, bottom - ph - stop,
+                                       pw, sw)
         project_rows(out[images, rows], phases, slice(None), slice(0, rows.stop - rows.start), stride, *projection)
 
-    # a block's values: its padded expanded input rows and its depthwise output, per output row
-    for_each_block(output_block, n, oh, ((width + 2 * pw) * sh + ow) * hidden, BLOCK_VALUES)
+    # a block's values: its padded input rows and its depthwise output, per output row
+    for_each_block(output_block, n, oh, ((width + 2 * pw) * sh + ow) * channels, BLOCK_VALUES)
     return from_nhwc(out)
 
 
@@ -105,16 +125,6 @@ def expanded_rows_of_block(rows, expand_columns, expand_bias, expand_activation)
     if expand_activation is not None:
         expand_activation(expanded)
     return expanded.reshape(*rows.shape[:3], expand_columns.shape[1])
-
-
-def depthwise_pointwise_from_phases(phases, out_size, dw_weight, dw_bias, stride, activation, pw_weight, pw_bias):
-    """The depthwise convolution (from the padded input's column phases) and the projection, a block of rows at a time."""
-    (n, channels), (oh, ow), f = (phases[0].shape[0], phases[0].shape[3]), out_size, pw_weight.shape[0]
-    projection = (tap_weights(dw_weight, ow), dw_bias, activation, pw_weight.reshape(f, channels).T, pw_bias)
-    out = np.empty((n, oh, ow, f), dtype=phases[0].dtype)
-    for_each_block(lambda images, rows: project_rows(out[images, rows], phases, images, rows, stride, *projection),
-                   n, oh, ow * channels)
-    return from_nhwc(out)
 
 
 def project_rows(target, phases, images, rows, stride, taps, dw_bias, activation, pw_columns, pw_bias):
