@@ -32,9 +32,9 @@ from .depthwise import output_rows, tap_weights
 from .layout import BLOCK_VALUES as LAYOUT_BLOCK_VALUES
 from .layout import for_each_block, from_nhwc, nhwc, padded_phases_of_rows
 
-# The blocks of inverted_residual_inference: 2 MB of float32, twice the other operations'
-# blocks. Measured on 2 cores, the whole blocks of MobileNetV2 at batch 1, 8 and 32: 12-16%
-# faster than at 1 MB, where the rows computed twice at block borders cost more.
+# The blocks of depthwise_pointwise_by_blocks: 2 MB of float32, twice the other operations'
+# blocks. Measured on 2 cores, the inverted residual blocks of MobileNetV2 at batch 1, 8 and
+# 32: 6-16% faster than at 1 MB, where the rows computed twice at block borders cost more.
 BLOCK_VALUES = 2 * LAYOUT_BLOCK_VALUES
 
 
@@ -107,7 +107,7 @@ def depthwise_pointwise_by_blocks(input_rows, input_shape, stride, padding, out_
         first, stop = max(0, top - ph), min(height, bottom - ph)  # those of them inside the image
         phases = padded_phases_of_rows(input_rows(images, slice(first, stop)), first + ph - top, bottom - ph - stop,
                                        pw, sw)
-        project_rows(out[images, rows], phases, slice(None), slice(0, rows.stop - rows.start), stride, *projection)
+        project_rows(out[images, rows], phases, stride, *projection)
 
     # a block's values: its padded input rows and its depthwise output, per output row
     for_each_block(output_block, n, oh, ((width + 2 * pw) * sh + ow) * channels, BLOCK_VALUES)
@@ -127,15 +127,15 @@ def expanded_rows_of_block(rows, expand_columns, expand_bias, expand_activation)
     return expanded.reshape(*rows.shape[:3], expand_columns.shape[1])
 
 
-def project_rows(target, phases, images, rows, stride, taps, dw_bias, activation, pw_columns, pw_bias):
+def project_rows(target, phases, stride, taps, dw_bias, activation, pw_columns, pw_bias):
     """``target = activation(depthwise rows) @ W.T + b``: a block of depthwise output rows, then its projection, from cache.
 
-    ``target`` is the block's ``(N, R, OW, F)`` output; ``images`` and ``rows`` say where the
-    block's taps read in ``phases``. A block is one image's rows or whole images: its output
+    ``target`` is the block's ``(N, R, OW, F)`` output and ``phases`` the column phases of the
+    padded input rows its taps read. A block is one image's rows or whole images: its output
     rows are one contiguous matrix.
     """
     middle = np.empty((*target.shape[:3], pw_columns.shape[0]), dtype=target.dtype)
-    output_rows(middle, phases, images, rows, taps, stride, dw_bias, activation)
+    output_rows(middle, phases, slice(None), slice(0, target.shape[1]), taps, stride, dw_bias, activation)
     target = target.reshape(-1, pw_columns.shape[1])
     np.matmul(middle.reshape(-1, pw_columns.shape[0]), pw_columns, out=target)
     if pw_bias is not None:

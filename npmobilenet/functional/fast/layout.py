@@ -126,31 +126,21 @@ def padded_column_phases(xh, padding, column_stride):
     ``padding``. At stride 1 that is the padded input itself. At stride 2 it is its even and
     its odd columns, each a contiguous array, so that kernel column ``q`` finds the input of
     output column ``j`` at column ``j + q // sw`` of phase ``q % sw``, next to the input of
-    ``j + 1``. The input is copied once, straight into the phases (:func:`phases_from_blocks`).
+    ``j + 1``. The input is copied once, straight into the phases, a block of rows at a time on
+    the threads.
     """
-    return phases_from_blocks(xh.shape, padding, column_stride, xh.dtype, lambda images, rows: xh[images, rows])
-
-
-def phases_from_blocks(nhwc_shape, padding, column_stride, dtype, input_block):
-    """:func:`padded_column_phases` of an ``(N, H, W, C)`` input that is given a block of rows at a time.
-
-    ``input_block(images, rows)`` returns those rows of the input: a view of an array, or
-    values computed just now (a 1x1 convolution's output, which then goes straight from cache
-    into the phases). The blocks are shared among the threads.
-    """
-    (ph, pw), (n, height, width, _) = padding, nhwc_shape
-    phases = empty_phases(nhwc_shape, padding, column_stride, dtype)
+    (ph, pw), (n, height, width, channels) = padding, xh.shape
+    phases = empty_phases(xh.shape, padding, column_stride, xh.dtype)
     places = column_places(width, pw, column_stride)
     for phase, (first, last, _) in zip(phases, places):
         phase[:, :ph] = phase[:, ph + height :] = 0  # the zero border; the inside is written next
         phase[:, :, :first] = phase[:, :, last:] = 0
 
     def copy_block(images, rows):
-        block = input_block(images, rows)
         for phase, (first, last, source) in zip(phases, places):
-            phase[images, ph + rows.start : ph + rows.stop, first:last] = block[:, :, source::column_stride]
+            phase[images, ph + rows.start : ph + rows.stop, first:last] = xh[images, rows, source::column_stride]
 
-    for_each_block(copy_block, n, height, width * nhwc_shape[3])
+    for_each_block(copy_block, n, height, width * channels)
     return phases
 
 
